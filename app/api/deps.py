@@ -1,0 +1,81 @@
+"""Dependency aliases. Tests swap the underlying providers with ``dependency_overrides``."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader
+
+from app.serving.cache import PredictorCache
+from app.services.queue import QueueClient
+from slimbert.config import Role, Settings
+from slimbert.errors import SlimBertError
+from slimbert.jobs import JobStore
+from slimbert.store.store import VariantStore
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_store(request: Request) -> VariantStore:
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+def get_jobs(request: Request) -> JobStore:
+    return request.app.state.jobs  # type: ignore[no-any-return]
+
+
+def get_queue(request: Request) -> QueueClient:
+    return request.app.state.queue  # type: ignore[no-any-return]
+
+
+def get_cache(request: Request) -> PredictorCache:
+    return request.app.state.cache  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+StoreDep = Annotated[VariantStore, Depends(get_store)]
+JobsDep = Annotated[JobStore, Depends(get_jobs)]
+QueueDep = Annotated[QueueClient, Depends(get_queue)]
+CacheDep = Annotated[PredictorCache, Depends(get_cache)]
+
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+
+class Unauthorized(SlimBertError):
+    status_code = 401
+
+
+class Forbidden(SlimBertError):
+    status_code = 403
+
+
+def _role_of(key: str | None, settings: Settings) -> Role | None:
+    if not key:
+        return None
+    for known, role in settings.api_keys.items():
+        # Constant-time comparison: response timing must not leak key prefixes.
+        if hmac.compare_digest(known.encode(), key.encode()):
+            return role
+    return None
+
+
+def require(role: Role) -> object:
+    """A dependency that admits ``role`` (admin also admits everything)."""
+
+    def check(settings: SettingsDep, key: Annotated[str | None, Depends(_api_key)]) -> None:
+        if not settings.api_keys:
+            return  # no keys configured: a local, single-user setup
+        if role == "predict" and settings.open_predict:
+            return
+        found = _role_of(key, settings)
+        if found is None:
+            raise Unauthorized("missing or unknown API key", hint="send it in the X-API-Key header")
+        if found != role and found != "admin":
+            raise Forbidden(f"this key has role {found!r}; this call needs {role!r}",
+                            hint="use a key with the right role")
+
+    return Depends(check)

@@ -1,0 +1,147 @@
+"""The main job: the stack up, the default compression job, the showdown, a sample prediction.
+
+Starts Redis if needed, the API (uvicorn) and a CPU Celery worker (plus a GPU worker where CUDA is
+present), submits a compression job through the HTTP API, follows it with a progress bar, prints
+the result table and a prediction with its latency, then serves until Ctrl-C (or exits with
+``--exit-when-done``). Logs go to ``var/logs/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from scripts.ensure_redis import answers, start  # noqa: E402
+from slimbert.config import get_settings  # noqa: E402
+
+SAMPLE = "a gorgeous , witty , seductive movie ."
+
+
+def spawn(name: str, args: list[str], logs: Path) -> subprocess.Popen[bytes]:
+    log = (logs / f"{name}.log").open("ab")
+    print(f"starting {name}: {' '.join(args)}  (log: var/logs/{name}.log)")
+    # A new session, so Ctrl-C in this terminal reaches us first and we stop the children in order.
+    return subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_ready(client: httpx.Client, need_queue: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        try:
+            body = client.get("/readyz").json()
+            if body.get("ready") and need_queue in body.get("live_queues", []):
+                return body
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise SystemExit(f"the stack did not become ready in {timeout:.0f}s (last /readyz: {body}); see var/logs/")
+
+
+def follow(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}] {postfix}") as bar:
+        while True:
+            job = client.get(f"/jobs/{job_id}").json()
+            bar.n = job.get("progress", 0)
+            bar.set_description(f"{job['state']}: {job.get('stage') or '-'}")
+            bar.refresh()
+            if job["state"] in ("succeeded", "failed", "cancelled"):
+                return job
+            time.sleep(1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--preset", default="quick")
+    parser.add_argument("--recipe", default="{}", help="JSON overrides merged onto the preset")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--exit-when-done", action="store_true", help="stop the stack after the prediction")
+    args = parser.parse_args()
+
+    settings = get_settings()
+    if not answers(settings.redis_url):
+        start(settings.redis_url, ROOT / "var" / "redis")
+    print(f"redis: {settings.redis_url} answers")
+    logs = ROOT / "var" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    py = sys.executable
+    procs = [
+        spawn("api", [py, "-m", "uvicorn", "--factory", "app.main:create_app", "--host", args.host,
+                      "--port", str(args.port)], logs),
+        spawn("worker-cpu", [py, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", "cpu", "-c", "1",
+                             "-n", "cpu@%h", "--loglevel", "INFO"], logs),
+    ]
+    import torch
+
+    if torch.cuda.is_available():
+        procs.append(spawn("worker-gpu", [py, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", "gpu",
+                                          "-c", "1", "-n", "gpu@%h", "--loglevel", "INFO"], logs))
+    else:
+        print("no CUDA here: no GPU worker; GPU-preferring stages fall back to the cpu queue")
+
+    def stop(*_: Any) -> None:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+    headers = {"X-API-Key": k} if (k := next(iter(settings.api_keys), None)) else {}
+    base = f"http://{args.host}:{args.port}"
+    try:
+        with httpx.Client(base_url=base, timeout=60, headers=headers) as client:
+            wait_ready(client, "cpu")
+            print(f"API ready at {base} (docs at {base}/docs); workers: "
+                  + ", ".join(w["name"] for w in client.get("/workers").json()))
+            started = time.monotonic()
+            resp = client.post("/jobs/compress", json={"preset": args.preset, "recipe": json.loads(args.recipe)})
+            if resp.status_code != 202:
+                raise SystemExit(f"job refused ({resp.status_code}): {resp.text}")
+            accepted = resp.json()
+            print(f"job {accepted['job_id']} queued on {accepted['queue']}"
+                  + (f" ({accepted['fallback']})" if accepted.get("fallback") else ""))
+            job = follow(client, accepted["job_id"])
+            wall = time.monotonic() - started
+            if job["state"] != "succeeded":
+                raise SystemExit(f"job {job['state']}: {job.get('error')} (hint: {job.get('hint')})")
+            print(f"\njob succeeded in {wall:.0f}s wall time; variants: {', '.join(job['variants'])}\n")
+            print(client.get("/reports/showdown", params={"family": job["family"], "format": "markdown"}).text)
+            # The first request loads the variant into the cache; time the second, warm one.
+            client.post("/predict", params={"family": job["family"]}, json={"text": SAMPLE}).raise_for_status()
+            body = client.post("/predict", params={"family": job["family"]}, json={"text": SAMPLE}).json()
+            p = body["predictions"][0]
+            print(f"POST /predict?variant={body['variant']}  {SAMPLE!r}\n  -> {p['label']} (score {p['score']:.3f}); "
+                  f"latency {body['latency_ms']:.1f} ms (model {body['model_ms']:.1f} ms, "
+                  f"tokenize {body['tokenize_ms']:.2f} ms; {body['runtime']} on {body['device']}, batch 1)")
+            if args.exit_when_done:
+                return 0
+            print(f"\nserving at {base}; Ctrl-C to stop")
+            while all(p.poll() is None for p in procs):
+                time.sleep(1)
+            print("a process of the stack exited; see var/logs/")
+            return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

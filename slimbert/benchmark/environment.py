@@ -1,0 +1,135 @@
+"""A description of the machine and software stack, stored beside every benchmark result.
+
+Numbers without their environment cannot be compared: an INT8 speed-up depends on VNNI/AMX,
+latency on thread count, and both on library versions. Every probe here is guarded, so a missing
+file or library yields ``None`` rather than an exception.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import platform
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+CPU_FLAGS_OF_INTEREST = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+)
+
+# (distribution name, top-level module) for each library whose version we record.
+_LIBRARIES = {
+    "torch": ("torch", "torch"),
+    "transformers": ("transformers", "transformers"),
+    "onnxruntime": ("onnxruntime", "onnxruntime"),
+    "optimum": ("optimum", "optimum"),
+    "optimum_onnx": ("optimum-onnx", "optimum"),
+    "bitsandbytes": ("bitsandbytes", "bitsandbytes"),
+    "numpy": ("numpy", "numpy"),
+}
+
+
+def _safe(probe: Callable[[], T], default: T) -> T:
+    try:
+        return probe()
+    except Exception:  # describing the environment must never fail a benchmark
+        logger.debug("environment probe %s failed", getattr(probe, "__name__", probe), exc_info=True)
+        return default
+
+
+def _read_cpuinfo(path: str = "/proc/cpuinfo") -> tuple[str | None, set[str]]:
+    """Model name and flag set of the first processor listed."""
+    model: str | None = None
+    flags: set[str] = set()
+    with open(path, encoding="utf-8", errors="replace") as cpuinfo:
+        for line in cpuinfo:
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name" and model is None:
+                model = value.strip()
+            elif key in ("flags", "Features") and not flags:
+                flags = set(value.split())
+            if model is not None and flags:
+                break
+    return model, flags
+
+
+def _cpu_section() -> dict[str, Any]:
+    empty: tuple[str | None, set[str]] = (None, set())
+    model, flags = _safe(_read_cpuinfo, empty)
+    affinity = _safe(lambda: len(os.sched_getaffinity(0)), None)
+    return {
+        "model_name": model or _safe(platform.processor, "") or None,
+        "flags": {flag: flag in flags for flag in CPU_FLAGS_OF_INTEREST},
+        "logical_cores": os.cpu_count(),
+        "usable_cores": affinity,
+    }
+
+
+def _torch_section() -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {
+        "threads": torch.get_num_threads(),
+        "interop_threads": _safe(torch.get_num_interop_threads, None),
+        "cuda_available": False,
+        "cuda_device_name": None,
+        "cuda_total_memory_mb": None,
+        "cuda_version": torch.version.cuda,
+    }
+    if _safe(torch.cuda.is_available, False):
+        info["cuda_available"] = True
+        info["cuda_device_name"] = _safe(lambda: torch.cuda.get_device_name(0), None)
+        info["cuda_total_memory_mb"] = _safe(
+            lambda: torch.cuda.get_device_properties(0).total_memory / (1024.0 * 1024.0), None
+        )
+    return info
+
+
+def library_version(distribution: str, module: str) -> str | None:
+    """Installed version of ``distribution``, or None when it is absent or its module cannot be found.
+
+    Reads package metadata and locates the module without executing it: importing bitsandbytes,
+    for one, takes seconds and prints warnings on machines without a GPU.
+    """
+    try:
+        if importlib.util.find_spec(module) is None:
+            return None
+        return importlib.metadata.version(distribution)
+    except Exception:  # a broken install reads as "not available"
+        return None
+
+
+def describe_environment() -> dict[str, Any]:
+    """Machine and software description: CPU, cores, torch threads, CUDA device, library versions.
+
+    Never raises; unknown values are None. Fast apart from importing torch the first time.
+    """
+    torch_info = _safe(_torch_section, {"threads": None, "cuda_available": False})
+    no_cpu: dict[str, Any] = {}
+    return {
+        "cpu": _safe(_cpu_section, no_cpu),
+        "torch_threads": torch_info.get("threads"),
+        "torch_interop_threads": torch_info.get("interop_threads"),
+        "cuda": {
+            "available": torch_info.get("cuda_available", False),
+            "device_name": torch_info.get("cuda_device_name"),
+            "total_memory_mb": torch_info.get("cuda_total_memory_mb"),
+            "cuda_version": torch_info.get("cuda_version"),
+        },
+        "libraries": {name: library_version(dist, mod) for name, (dist, mod) in _LIBRARIES.items()},
+        "python": _safe(platform.python_version, None),
+        "platform": _safe(platform.platform, None),
+        "machine": _safe(platform.machine, None),
+    }

@@ -1,0 +1,133 @@
+"""Accuracy statistics for the showdown: point estimates, confidence intervals, paired tests.
+
+Inputs are array-likes of integer class ids (lists, numpy arrays or CPU tensors) of equal length.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import stats as sps
+
+# Below this many discordant pairs the chi-square approximation is poor; the exact test is used.
+MCNEMAR_EXACT_BELOW = 25
+
+
+def _as_labels(values: ArrayLike, name: str) -> NDArray[Any]:
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    return arr
+
+
+def _paired(preds: ArrayLike, labels: ArrayLike) -> tuple[NDArray[Any], NDArray[Any]]:
+    p = _as_labels(preds, "preds")
+    y = _as_labels(labels, "labels")
+    if p.shape != y.shape:
+        raise ValueError(f"preds and labels differ in length: {p.shape[0]} vs {y.shape[0]}")
+    if p.size == 0:
+        raise ValueError("preds and labels are empty")
+    return p, y
+
+
+def accuracy(preds: ArrayLike, labels: ArrayLike) -> float:
+    """Fraction of predictions equal to their label."""
+    p, y = _paired(preds, labels)
+    return float(np.mean(p == y))
+
+
+def macro_f1(preds: ArrayLike, labels: ArrayLike, classes: Sequence[int] | None = None) -> float:
+    """Unweighted mean of per-class F1 over ``classes`` (default: every class seen in preds or labels).
+
+    Matches scikit-learn's ``f1_score(average='macro')`` with ``zero_division=0``: a class with no
+    true positives scores 0.
+    """
+    p, y = _paired(preds, labels)
+    class_ids = np.unique(np.concatenate([p, y])) if classes is None else np.asarray(list(classes))
+    if class_ids.size == 0:
+        raise ValueError("no classes to average over")
+    scores = []
+    for cls in class_ids:
+        tp = int(np.sum((p == cls) & (y == cls)))
+        fp = int(np.sum((p == cls) & (y != cls)))
+        fn = int(np.sum((p != cls) & (y == cls)))
+        denom = 2 * tp + fp + fn
+        scores.append(2 * tp / denom if denom else 0.0)
+    return float(np.mean(scores))
+
+
+def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion ``correct / n``.
+
+    Preferred over the normal (Wald) interval because it stays inside [0, 1] and keeps its
+    coverage near 0% and 100% accuracy, where compressed models often sit. ``n == 0`` gives (0, 1).
+    """
+    if n < 0 or correct < 0 or correct > n:
+        raise ValueError(f"need 0 <= correct <= n, got correct={correct}, n={n}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if n == 0:
+        return 0.0, 1.0
+    z = float(sps.norm.ppf(0.5 + confidence / 2.0))
+    phat = correct / n
+    denom = 1.0 + z * z / n
+    centre = (phat + z * z / (2.0 * n)) / denom
+    half = z * math.sqrt(phat * (1.0 - phat) / n + z * z / (4.0 * n * n)) / denom
+    # At 0% and 100% the bound is exactly 0 or 1; pin it rather than keep a rounding error.
+    low = 0.0 if correct == 0 else max(0.0, centre - half)
+    high = 1.0 if correct == n else min(1.0, centre + half)
+    return low, high
+
+
+@dataclass(frozen=True)
+class McNemarResult:
+    """Outcome of McNemar's paired test on two classifiers scored on the same examples.
+
+    ``b``: A right and B wrong; ``c``: A wrong and B right. ``statistic`` is min(b, c) for the
+    exact test and the continuity-corrected chi-square value otherwise; ``method`` says which.
+    """
+
+    b: int
+    c: int
+    statistic: float
+    p_value: float
+    method: str
+
+    def significant(self, alpha: float = 0.05) -> bool:
+        """True when the two classifiers' error rates differ at level ``alpha``."""
+        return self.p_value < alpha
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the fields."""
+        return asdict(self)
+
+
+def mcnemar(pred_a: ArrayLike, pred_b: ArrayLike, labels: ArrayLike) -> McNemarResult:
+    """McNemar's test of whether classifiers A and B have different error rates on paired data.
+
+    Uses the exact two-sided binomial test on the discordant pairs when b + c < 25 (Edwards'
+    chi-square approximation is unreliable there) and chi-square with continuity correction,
+    (|b - c| - 1)^2 / (b + c) on 1 degree of freedom, otherwise.
+    """
+    a, y = _paired(pred_a, labels)
+    bp, _ = _paired(pred_b, labels)
+    a_right = a == y
+    b_right = bp == y
+    b = int(np.sum(a_right & ~b_right))
+    c = int(np.sum(~a_right & b_right))
+    n = b + c
+    if n < MCNEMAR_EXACT_BELOW:
+        method = f"exact binomial (two-sided, b+c={n} < {MCNEMAR_EXACT_BELOW})"
+        if n == 0:
+            return McNemarResult(b=b, c=c, statistic=0.0, p_value=1.0, method=method)
+        # Two-sided exact p for p=0.5 is symmetric: twice the smaller tail, capped at 1.
+        p_value = min(1.0, 2.0 * float(sps.binom.cdf(min(b, c), n, 0.5)))
+        return McNemarResult(b=b, c=c, statistic=float(min(b, c)), p_value=p_value, method=method)
+    statistic = (abs(b - c) - 1.0) ** 2 / n
+    p_value = float(sps.chi2.sf(statistic, df=1))
+    method = f"chi-square with continuity correction (df=1, b+c={n} >= {MCNEMAR_EXACT_BELOW})"
+    return McNemarResult(b=b, c=c, statistic=float(statistic), p_value=p_value, method=method)

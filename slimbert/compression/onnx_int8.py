@@ -1,0 +1,266 @@
+"""ONNX export and dynamic INT8 quantization with ONNX Runtime.
+
+Every function takes a directory holding a Hugging Face fp32 sequence-classification checkpoint
+(``save_pretrained`` output: safetensors, config.json, tokenizer files) and writes a variant into an
+existing, empty output directory. The quantized graph is always called ``model.onnx`` so the loader
+has a single file name to open.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import platform
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import onnx
+import onnxruntime as ort
+
+logger = logging.getLogger(__name__)
+
+Isa = Literal["auto", "avx512_vnni", "avx2", "arm64"]
+ISAS: tuple[str, ...] = ("avx512_vnni", "avx2", "arm64")
+ONNX_FILE = "model.onnx"
+# Files that ``save_pretrained`` of a tokenizer may write; copied beside every variant.
+TOKENIZER_FILES: tuple[str, ...] = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+)
+
+
+@dataclass
+class PrecisionResult:
+    """What a precision stage produced, for the caller's manifest.
+
+    ``files`` are names relative to the output directory; ``params`` is JSON-serializable.
+    """
+
+    runtime: Literal["onnxruntime", "torch", "bitsandbytes"]
+    precision: Literal["int8", "bf16", "fp16", "int4"]
+    files: list[str]
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict, ready for ``json.dumps``."""
+        return dataclasses.asdict(self)
+
+
+def list_files(out_dir: Path) -> list[str]:
+    """Sorted relative names of the regular files under ``out_dir``."""
+    return sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file())
+
+
+def prepare_out_dir(out_dir: str | Path) -> Path:
+    """Return ``out_dir`` as a Path, refusing a non-empty directory so no stale file survives."""
+    path = Path(out_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    if any(path.iterdir()):
+        raise FileExistsError(
+            f"output directory {path} must be empty; write each variant to a fresh directory"
+        )
+    return path
+
+
+def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
+    """Copy the tokenizer files that exist in ``src`` but not yet in ``dst``; return their names."""
+    copied = []
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file() and not (dst / name).exists():
+            shutil.copy2(src / name, dst / name)
+            copied.append(name)
+    return copied
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags from /proc/cpuinfo (empty when it cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    flags: set[str] = set()
+    for line in text.splitlines():
+        # x86 says "flags", ARM says "Features".
+        if line.startswith(("flags", "Features")):
+            flags.update(line.split(":", 1)[1].split())
+    return flags
+
+
+def detect_isa() -> str:
+    """The ``AutoQuantizationConfig`` preset that fits this CPU: 'avx512_vnni', 'avx2' or 'arm64'."""
+    if platform.machine().lower() in {"aarch64", "arm64"}:
+        return "arm64"
+    if "avx512_vnni" in cpu_flags():
+        return "avx512_vnni"
+    # Plain AVX-512 or older x86: the avx2 preset (with reduce_range, see below) is the safe choice.
+    return "avx2"
+
+
+def ort_session(
+    path: str | Path,
+    intra_op_threads: int | None = None,
+    providers: Iterable[str] = ("CPUExecutionProvider",),
+) -> ort.InferenceSession:
+    """An ONNX Runtime session tuned for CPU inference of one model.
+
+    All graph optimizations are on; ``intra_op_threads=None`` keeps ORT's default (one per physical core).
+    Inter-op parallelism is off because a BERT graph is a single chain of ops.
+    """
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if intra_op_threads is not None:
+        options.intra_op_num_threads = intra_op_threads
+    return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+
+
+def export_onnx(model_dir: str | Path, out_dir: str | Path) -> Path:
+    """Export an fp32 checkpoint to ``out_dir/model.onnx`` with optimum; return that path.
+
+    Inputs are the model's own (input_ids, attention_mask, token_type_ids for BERT) with dynamic
+    ``batch_size`` and ``sequence_length`` axes; the output is ``logits``. config.json and the tokenizer
+    files are written beside the graph.
+    """
+    from optimum.exporters.onnx import main_export
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # Validation is left to the tests (logits within 1e-4 of torch); it would double the export time.
+    main_export(
+        str(model_dir),
+        output=out,
+        task="text-classification",
+        do_validation=False,
+        local_files_only=True,
+    )
+    path = out / ONNX_FILE
+    if not path.is_file():
+        raise RuntimeError(f"optimum export did not write {path}")
+    logger.info("exported %s to %s", model_dir, path)
+    return path
+
+
+def optimize_transformer_graph(onnx_path: Path, config: Any) -> dict[str, int]:
+    """Fuse attention, LayerNorm and GELU in place with ORT's transformer optimizer; return fused-op counts.
+
+    The fused ops live in the ``com.microsoft`` domain, which ONNX's own shape inference does not know,
+    so their outputs come out untyped; the quantizer then fails with "Unable to find data type for
+    weight_name ... MatMul_output_0". ORT's symbolic shape inference knows the contrib ops, so running
+    it (``quant_pre_process`` with its graph optimization skipped) types every tensor and makes the
+    fused graph quantizable by the ordinary ``ORTQuantizer`` path.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    # opt_level=0: only the Python fusions, so the file carries no provider-specific rewrites;
+    # the session applies its own level-all optimizations at load time.
+    optimized = optimize_model(
+        str(onnx_path),
+        model_type="bert",
+        num_heads=int(config.num_attention_heads),
+        hidden_size=int(config.hidden_size),
+        opt_level=0,
+        use_gpu=False,
+    )
+    stats = {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
+    fused_path = onnx_path.with_name("fused.onnx")
+    optimized.save_model_to_file(str(fused_path))
+    quant_pre_process(str(fused_path), str(onnx_path), skip_optimization=True)
+    fused_path.unlink()
+    logger.info("fused transformer graph: %s", stats)
+    return stats
+
+
+def quantization_config(
+    isa: str, *, is_static: bool, per_channel: bool, operators: Sequence[str] | None = None
+) -> Any:
+    """optimum's ``AutoQuantizationConfig`` preset for ``isa`` ('avx512_vnni', 'avx2' or 'arm64')."""
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    ops = list(operators) if operators else None
+    kwargs: dict[str, Any] = {
+        "is_static": is_static,
+        "per_channel": per_channel,
+        "operators_to_quantize": ops,
+    }
+    if isa == "avx512_vnni":
+        return AutoQuantizationConfig.avx512_vnni(**kwargs)
+    if isa == "avx2":
+        # Without VNNI, u8*s8 products are summed in int16 by vpmaddubsw and can saturate;
+        # 7-bit weights keep the sums in range (ONNX Runtime's own advice for non-VNNI x86).
+        return AutoQuantizationConfig.avx2(reduce_range=True, **kwargs)
+    if isa == "arm64":
+        return AutoQuantizationConfig.arm64(**kwargs)
+    raise ValueError(f"unknown isa {isa!r}; allowed: 'auto', {', '.join(repr(i) for i in ISAS)}")
+
+
+def qconfig_params(qconfig: Any) -> dict[str, Any]:
+    """The JSON-serializable fields of an optimum ``QuantizationConfig``."""
+    return {
+        "is_static": bool(qconfig.is_static),
+        "format": qconfig.format.name,
+        "mode": qconfig.mode.name,
+        "activations_dtype": qconfig.activations_dtype.name,
+        "activations_symmetric": bool(qconfig.activations_symmetric),
+        "weights_dtype": qconfig.weights_dtype.name,
+        "weights_symmetric": bool(qconfig.weights_symmetric),
+        "per_channel": bool(qconfig.per_channel),
+        "reduce_range": bool(qconfig.reduce_range),
+        "operators_to_quantize": [getattr(op, "value", op) for op in qconfig.operators_to_quantize],
+    }
+
+
+def quantize_dynamic_int8(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    per_channel: bool = False,
+    isa: Isa = "auto",
+    optimize: bool = False,
+    operators: Sequence[str] | None = None,
+) -> PrecisionResult:
+    """Export to ONNX and quantize weights to INT8 with dynamic activation quantization (ORT IntegerOps).
+
+    Writes ``out_dir/model.onnx`` (the quantized graph), config.json, ort_config.json (optimum's record
+    of the quantization config) and the tokenizer files. ``isa='auto'`` picks the preset from the CPU
+    flags. ``operators`` overrides the preset's op types to quantize (default: MatMul, Attention, Gather,
+    ...; embeddings included). ``optimize=True`` fuses attention/LayerNorm/GELU before quantizing (see
+    ``optimize_transformer_graph`` for why that needs ORT's symbolic shape inference).
+    """
+    from optimum.onnxruntime import ORTQuantizer
+    from transformers import AutoConfig
+
+    out = prepare_out_dir(out_dir)
+    chosen = detect_isa() if isa == "auto" else isa
+    qconfig = quantization_config(chosen, is_static=False, per_channel=per_channel, operators=operators)
+    config = AutoConfig.from_pretrained(model_dir)
+    params: dict[str, Any] = {"isa": chosen, "isa_requested": isa, "optimize": optimize}
+
+    with tempfile.TemporaryDirectory(prefix="slimbert-onnx-") as tmp:
+        fp32_path = export_onnx(model_dir, Path(tmp))
+        opsets = onnx.load(str(fp32_path), load_external_data=False).opset_import
+        params["opset"] = int(next(o.version for o in opsets if o.domain in ("", "ai.onnx")))
+        if optimize:
+            params["fused_ops"] = optimize_transformer_graph(fp32_path, config)
+        quantizer = ORTQuantizer(fp32_path, config=config)
+        # file_suffix=None keeps the name model.onnx; the fp32 graph stays in the temporary directory.
+        quantizer.quantize(quantization_config=qconfig, save_dir=out, file_suffix=None)
+
+    copy_tokenizer_files(Path(model_dir), out)
+    params.update(qconfig_params(qconfig))
+    params["onnxruntime_version"] = ort.__version__
+    files = list_files(out)
+    logger.info("dynamic int8 (%s, per_channel=%s, optimize=%s) -> %s", chosen, per_channel, optimize, out)
+    return PrecisionResult(runtime="onnxruntime", precision="int8", files=files, params=params)

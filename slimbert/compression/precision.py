@@ -1,0 +1,375 @@
+"""Precision stages beyond dynamic INT8: static INT8, bf16/fp16, NF4 and INT8 quantization-aware training.
+
+Each function reads a Hugging Face fp32 sequence-classification checkpoint directory (or, for QAT, a
+model in memory) and writes a variant into an empty output directory, returning a ``PrecisionResult``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimbert.compression.onnx_int8 import (
+    PrecisionResult,
+    copy_tokenizer_files,
+    cpu_flags,
+    detect_isa,
+    export_onnx,
+    list_files,
+    prepare_out_dir,
+    qconfig_params,
+    quantization_config,
+    quantize_dynamic_int8,
+)
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+logger = logging.getLogger(__name__)
+
+CalibrationMethod = Literal["minmax", "entropy", "percentile"]
+# Sidecar written only when a 4-bit checkpoint cannot be serialized: fp32 weights are stored and the
+# loader quantizes them with this config.
+NF4_LOAD_TIME_CONFIG = "bnb_load_time_quantization.json"
+_TORCH_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def _dtype(name: str, allowed: Sequence[str]) -> torch.dtype:
+    if name not in allowed:
+        raise ValueError(f"unknown dtype {name!r}; allowed: {', '.join(repr(a) for a in allowed)}")
+    return _TORCH_DTYPES[name]
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 math (AVX512-BF16 or AMX-BF16), so bf16 is worth running on CPU."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+def quantize_static_int8(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    calibration_texts: Sequence[str],
+    *,
+    method: CalibrationMethod = "minmax",
+    per_channel: bool = False,
+    max_length: int = 128,
+    percentile: float = 99.999,
+) -> PrecisionResult:
+    """Export to ONNX; quantize weights and activations to INT8 with ranges calibrated on the texts.
+
+    Uses optimum's ``ORTQuantizer`` with ``AutoCalibrationConfig.<method>`` and the CPU's
+    ``AutoQuantizationConfig`` preset in QDQ format. QDQ rather than QOperator: ORT fuses the
+    QuantizeLinear/DequantizeLinear pairs around MatMul into the same integer kernels at session load,
+    and the QDQ graph stays runnable on any execution provider (benchmarks/bench_ort_int8_options.py
+    compares the two on this machine). Only MatMul is quantized: quantizing the mask ``Where``,
+    LayerNorm or Gather (optimum's default QDQ list) crushes BERT accuracy for little speed.
+    """
+    from datasets import Dataset
+    from optimum.onnxruntime import ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoCalibrationConfig
+    from transformers import AutoConfig, AutoTokenizer
+
+    if not calibration_texts:
+        raise ValueError("calibration_texts is empty; pass a few hundred representative texts")
+    out = prepare_out_dir(out_dir)
+    isa = detect_isa()
+    qconfig = quantization_config(isa, is_static=True, per_channel=per_channel, operators=["MatMul"])
+    config = AutoConfig.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+
+    with tempfile.TemporaryDirectory(prefix="slimbert-static-") as tmp:
+        fp32_path = export_onnx(model_dir, Path(tmp) / "fp32")
+        import onnx
+
+        input_names = [i.name for i in onnx.load(str(fp32_path), load_external_data=False).graph.input]
+        # The histogram calibrators (entropy, percentile) stack every batch, so all need one shape: pad to
+        # the longest text. Harmless because only MatMul inputs are calibrated and masked attention
+        # probabilities are exactly zero.
+        encoded = tokenizer(
+            list(calibration_texts), truncation=True, max_length=max_length, padding="longest"
+        )
+        dataset = Dataset.from_dict({name: encoded[name] for name in input_names})
+        if method == "minmax":
+            calibration = AutoCalibrationConfig.minmax(dataset)
+        elif method == "entropy":
+            # optimum's default (128 bins for 128 levels) leaves one candidate threshold, i.e. minmax;
+            # a finer histogram lets the KL search clip outliers. 512 not 2048: ORT's search is quadratic
+            # in bins and 2048 took 25 s per tensor set even on a tiny model.
+            calibration = AutoCalibrationConfig.entropy(dataset, num_bins=512, num_quantized_bins=128)
+        elif method == "percentile":
+            calibration = AutoCalibrationConfig.percentiles(dataset, percentile=percentile)
+        else:
+            raise ValueError(f"unknown method {method!r}; allowed: 'minmax', 'entropy', 'percentile'")
+        quantizer = ORTQuantizer(fp32_path, config=config)
+        ranges = quantizer.fit(
+            dataset=dataset,
+            calibration_config=calibration,
+            onnx_augmented_model_name=Path(tmp) / "augmented.onnx",
+            operators_to_quantize=qconfig.operators_to_quantize,
+        )
+        quantizer.quantize(
+            quantization_config=qconfig, save_dir=out, file_suffix=None, calibration_tensors_range=ranges
+        )
+
+    copy_tokenizer_files(Path(model_dir), out)
+    params: dict[str, Any] = {
+        "isa": isa,
+        "calibration_method": method,
+        "calibration_samples": len(calibration_texts),
+        "max_length": max_length,
+        **({"percentile": percentile} if method == "percentile" else {}),
+        **qconfig_params(qconfig),
+    }
+    logger.info("static int8 (%s, %d texts) -> %s", method, len(calibration_texts), out)
+    return PrecisionResult(runtime="onnxruntime", precision="int8", files=list_files(out), params=params)
+
+
+def to_half(model_dir: str | Path, out_dir: str | Path, dtype: Literal["bf16", "fp16"]) -> PrecisionResult:
+    """Save the checkpoint with every weight in bf16 or fp16 (torch runtime).
+
+    bf16 is the CPU choice when ``cpu_supports_bf16()``; fp16 is for CUDA (CPU fp16 matmuls are slow).
+    Reload with ``from_pretrained(out_dir, dtype="auto")`` to keep the stored dtype.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    torch_dtype = _dtype(dtype, ("bf16", "fp16"))
+    out = prepare_out_dir(out_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch_dtype)
+    model.save_pretrained(out)
+    copy_tokenizer_files(Path(model_dir), out)
+    params = {"dtype": str(torch_dtype).removeprefix("torch."), "load_kwargs": {"dtype": "auto"}}
+    return PrecisionResult(runtime="torch", precision=dtype, files=list_files(out), params=params)
+
+
+def _bnb_config(compute_dtype: str) -> Any:
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=_dtype(compute_dtype, ("bf16", "fp32")),
+        # The 2-way head is tiny and decides the argmax: 4 bits there cost accuracy and save nothing.
+        llm_int8_skip_modules=["classifier"],
+    )
+
+
+def quantize_nf4(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    compute_dtype: Literal["bf16", "fp32"] = "bf16",
+    *,
+    serialize: bool = True,
+) -> PrecisionResult:
+    """Quantize the encoder's Linear layers to bitsandbytes NF4 (blocksize 64); the classifier stays fp32.
+
+    With bitsandbytes 0.50 4-bit runs on CPU, and ``save_pretrained`` of the 4-bit model reloads with
+    ``from_pretrained(out_dir, device_map='cpu')``, so the packed 4-bit weights are stored
+    (``params['storage'] == 'nf4'``). If saving or reloading fails (older stacks), or ``serialize=False``,
+    the fp32 weights are stored with a ``bnb_load_time_quantization.json`` sidecar and ``load_nf4``
+    quantizes at load time (``params['storage'] == 'fp32_quantize_at_load'``). Linear layers need
+    in_features divisible by 64 on CPU (BERT's 768/3072 are).
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    out = prepare_out_dir(out_dir)
+    bnb = _bnb_config(compute_dtype)
+    params: dict[str, Any] = {
+        "quant_type": "nf4",
+        "compute_dtype": compute_dtype,
+        "blocksize": 64,
+        "skip_modules": ["classifier"],
+    }
+    if serialize:
+        try:
+            # dtype=float32: without it transformers loads the non-quantized modules in fp16.
+            model = AutoModelForSequenceClassification.from_pretrained(
+                model_dir, quantization_config=bnb, device_map="cpu", dtype=torch.float32
+            )
+            model.save_pretrained(out)
+            copy_tokenizer_files(Path(model_dir), out)
+            load_nf4(out)  # prove the stored form reloads before declaring it
+            params["storage"] = "nf4"
+            return PrecisionResult(
+                runtime="bitsandbytes", precision="int4", files=list_files(out), params=params
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure means: fall back to load-time quantization
+            logger.warning(
+                "4-bit serialization failed (%s); storing fp32 + load-time quantization config", exc
+            )
+            for path in out.iterdir():
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            params["serialize_error"] = f"{type(exc).__name__}: {exc}"[:500]
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    model.save_pretrained(out)
+    copy_tokenizer_files(Path(model_dir), out)
+    (out / NF4_LOAD_TIME_CONFIG).write_text(json.dumps(bnb.to_dict(), indent=2, default=str))
+    params["storage"] = "fp32_quantize_at_load"
+    return PrecisionResult(runtime="bitsandbytes", precision="int4", files=list_files(out), params=params)
+
+
+def load_nf4(out_dir: str | Path, device: str = "cpu") -> torch.nn.Module:
+    """Load a ``quantize_nf4`` variant as a runnable eval-mode model on ``device`` ('cpu' or 'cuda')."""
+    from transformers import AutoModelForSequenceClassification, BitsAndBytesConfig
+
+    path = Path(out_dir)
+    kwargs: dict[str, Any] = {"device_map": device, "dtype": torch.float32}
+    sidecar = path / NF4_LOAD_TIME_CONFIG
+    if sidecar.is_file():
+        kwargs["quantization_config"] = BitsAndBytesConfig.from_dict(json.loads(sidecar.read_text()))
+    model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    return model.eval()
+
+
+def _ste(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    # Straight-through estimator: forward gives q, backward passes the gradient of x unchanged.
+    return x + (q - x).detach()
+
+
+def fake_quant_weight(w: torch.Tensor) -> torch.Tensor:
+    """Per-output-channel symmetric int8 (-127..127, scale max|w|/127), as ORT quantizes MatMul weights."""
+    scale = w.detach().abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127.0
+    return _ste(w, torch.clamp(torch.round(w / scale), -127, 127) * scale)
+
+
+def fake_quant_activation(x: torch.Tensor) -> torch.Tensor:
+    """Per-tensor asymmetric uint8 over the tensor's own range, exactly ONNX ``DynamicQuantizeLinear``."""
+    xd = x.detach()
+    rmin = torch.clamp(xd.min(), max=0.0)
+    rmax = torch.clamp(xd.max(), min=0.0)
+    scale = (rmax - rmin) / 255.0
+    if float(scale) == 0.0:
+        return x
+    zero_point = torch.clamp(torch.round(-rmin / scale), 0, 255)
+    q = torch.clamp(torch.round(xd / scale) + zero_point, 0, 255)
+    return _ste(x, (q - zero_point) * scale)
+
+
+class FakeQuantLinear(nn.Module):
+    """An ``nn.Linear`` whose input and weight pass through int8 fake quantization."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.linear = linear
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(fake_quant_activation(x), fake_quant_weight(self.linear.weight), self.linear.bias)
+
+
+def _named_linears(model: nn.Module, skip_modules: Sequence[str]) -> list[tuple[nn.Module, str, nn.Linear]]:
+    found = []
+    for name, module in model.named_modules():
+        for child_name, child in module.named_children():
+            full = f"{name}.{child_name}" if name else child_name
+            if isinstance(child, nn.Linear) and not any(s in full.split(".") for s in skip_modules):
+                found.append((module, child_name, child))
+    return found
+
+
+def prepare_qat(model: nn.Module, skip_modules: Sequence[str] = ("classifier", "pooler")) -> int:
+    """Wrap each ``nn.Linear`` outside ``skip_modules`` in ``FakeQuantLinear`` in place; return the count."""
+    linears = _named_linears(model, skip_modules)
+    for parent, name, linear in linears:
+        setattr(parent, name, FakeQuantLinear(linear))
+    return len(linears)
+
+
+def fold_fake_quant(model: nn.Module) -> int:
+    """Swap each ``FakeQuantLinear`` for its Linear, weights snapped to the int8 grid; return the count."""
+    wrappers = [
+        (parent, name, child)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if isinstance(child, FakeQuantLinear)
+    ]
+    with torch.no_grad():
+        for parent, name, wrapper in wrappers:
+            wrapper.linear.weight.copy_(fake_quant_weight(wrapper.linear.weight))
+            setattr(parent, name, wrapper.linear)
+    return len(wrappers)
+
+
+def qat_int8(
+    model: PreTrainedModel,
+    train_batches: Iterable[Mapping[str, torch.Tensor]],
+    steps: int,
+    lr: float,
+    out_dir: str | Path,
+    *,
+    tokenizer_dir: str | Path | None = None,
+    skip_modules: Sequence[str] = ("classifier", "pooler"),
+    weight_decay: float = 0.0,
+) -> PrecisionResult:
+    """INT8 quantization-aware fine-tuning, exported as an ONNX Runtime dynamic-INT8 model.
+
+    Route: every encoder ``nn.Linear`` (not ``skip_modules``, which ORT keeps fp32 anyway as Gemm) is
+    wrapped with straight-through fake quantization that mirrors ORT's dynamic IntegerOps kernels:
+    weights per-output-channel symmetric int8 (scale = max|w| / 127), activations per-tensor asymmetric
+    uint8 with the range of the current tensor (what ``DynamicQuantizeLinear`` computes at run time).
+    The model is fine-tuned for ``steps`` AdamW steps on ``train_batches`` (cycled; dicts with
+    ``labels``). Then the fake quantization is folded into fp32 weights that lie exactly on the int8
+    grid, the model is saved, exported to ONNX and quantized with ``quantize_dynamic_int8(per_channel=True,
+    isa='avx512_vnni')`` restricted to MatMul: ORT recovers the same scales, so the int8 weights equal the
+    learned ones and the artifact computes what the fake-quant model computed. The artifact runs on any
+    x86/ARM CPU (the avx512_vnni preset only fixes full-range symmetric weights).
+
+    ``tokenizer_dir`` supplies tokenizer files to copy beside the model.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    out = prepare_out_dir(out_dir)
+    wrapped = prepare_qat(model, skip_modules=skip_modules)
+    if wrapped == 0:
+        raise ValueError(f"no nn.Linear outside {list(skip_modules)} to quantize")
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay
+    )
+    model.train()
+    losses: list[float] = []
+    batches = iter(train_batches)
+    cached: list[Mapping[str, torch.Tensor]] = []
+    for step in range(steps):
+        try:
+            batch = next(batches)
+            cached.append(batch)
+        except StopIteration:
+            if not cached:
+                raise ValueError("train_batches is empty") from None
+            batch = cached[step % len(cached)]
+        loss = model(**batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    model.eval()
+    fold_fake_quant(model)
+
+    with tempfile.TemporaryDirectory(prefix="slimbert-qat-") as tmp:
+        folded_dir = Path(tmp)
+        model.save_pretrained(folded_dir)
+        if tokenizer_dir is not None:
+            copy_tokenizer_files(Path(tokenizer_dir), folded_dir)
+        result = quantize_dynamic_int8(
+            folded_dir, out, per_channel=True, isa="avx512_vnni", operators=["MatMul"]
+        )
+    result.params.update(
+        {
+            "qat": True,
+            "steps": steps,
+            "lr": lr,
+            "fake_quant_modules": wrapped,
+            "skip_modules": list(skip_modules),
+            "first_loss": losses[0],
+            "last_loss": losses[-1],
+            "route": "fake-quant fine-tune -> fold to int8-grid fp32 -> ONNX -> ORT dynamic int8 (MatMul)",
+        }
+    )
+    return result

@@ -1,0 +1,112 @@
+"""Datasets: GLUE SST-2 from a local TSV directory or, where the network allows, the hub."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from slimbert.errors import DatasetUnavailable
+
+log = logging.getLogger(__name__)
+
+SST2_LABELS = {0: "negative", 1: "positive"}
+_SPLIT_FILES = {"train": "train.tsv", "validation": "dev.tsv"}
+
+
+@dataclass(frozen=True)
+class TextDataset:
+    texts: list[str]
+    labels: list[int]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, n: int | None, seed: int = 0) -> TextDataset:
+        """A seeded random subset of ``n`` examples (all of them when n is None or too large)."""
+        if n is None or n >= len(self.texts):
+            return self
+        order = list(range(len(self.texts)))
+        random.Random(seed).shuffle(order)
+        keep = order[:n]
+        return TextDataset([self.texts[i] for i in keep], [self.labels[i] for i in keep], self.source)
+
+
+def read_tsv(path: Path) -> TextDataset:
+    """Read GLUE's ``sentence<TAB>label`` format (header row, no quoting)."""
+    texts: list[str] = []
+    labels: list[int] = []
+    with path.open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
+            texts.append(row["sentence"])
+            labels.append(int(row["label"]))
+    return TextDataset(texts, labels, str(path))
+
+
+def load_sst2(split: str, local_dir: Path | None, *, offline: bool) -> TextDataset:
+    """GLUE SST-2 ``train`` or ``validation``: local TSVs first, then the hub via ``datasets``."""
+    if split not in _SPLIT_FILES:
+        raise ValueError(f"split must be one of {sorted(_SPLIT_FILES)}, got {split!r}")
+    if local_dir is not None:
+        path = Path(local_dir) / _SPLIT_FILES[split]
+        if path.is_file():
+            return read_tsv(path)
+        log.warning("SST-2 %s not found at %s", split, path)
+    if offline:
+        raise DatasetUnavailable(
+            f"GLUE SST-2 ({split}) is not available offline"
+            + (f": no {_SPLIT_FILES[split]} in {local_dir}" if local_dir else ""),
+            hint="set SLIMBERT_SST2_DIR to a directory holding train.tsv and dev.tsv "
+            "(sentence<TAB>label, with a header), or set SLIMBERT_OFFLINE=false where the hub is reachable",
+        )
+    try:
+        from datasets import load_dataset
+
+        ds = load_dataset("glue", "sst2", split=split)
+    except Exception as exc:  # network and hub errors come in many types
+        raise DatasetUnavailable(
+            f"could not load GLUE SST-2 from the hub: {exc}",
+            hint="set SLIMBERT_SST2_DIR to a local directory holding train.tsv and dev.tsv",
+        ) from exc
+    return TextDataset(list(ds["sentence"]), [int(x) for x in ds["label"]], "hub:glue/sst2")
+
+
+def iter_batches(
+    tokenizer: PreTrainedTokenizerBase,
+    data: TextDataset,
+    *,
+    batch_size: int,
+    max_length: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    pad_to_max: bool = False,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Tokenized batches with labels; dynamic padding (to the batch's longest) unless ``pad_to_max``."""
+    order = list(range(len(data)))
+    if shuffle:
+        random.Random(seed).shuffle(order)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        enc = tokenizer(
+            [data.texts[i] for i in idx],
+            padding="max_length" if pad_to_max else True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        batch = dict(enc)
+        batch["labels"] = torch.tensor([data.labels[i] for i in idx])
+        yield batch
+
+
+def tokenize(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int
+) -> dict[str, torch.Tensor]:
+    return dict(tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"))

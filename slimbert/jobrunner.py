@@ -1,0 +1,62 @@
+"""The life cycle of a job record around the work itself: running, succeeded, failed, cancelled.
+
+Celery tasks call these plain functions, so tests can run a job without a queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any
+
+from pydantic import ValidationError
+
+from slimbert.compression.pipeline import run_compress
+from slimbert.compression.recipe import Recipe
+from slimbert.config import Settings
+from slimbert.errors import JobCancelled, SlimBertError
+from slimbert.jobs import TERMINAL, JobRecord, JobStore, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def execute_compress_job(settings: Settings, job_id: str, *, queue: str, worker: str) -> dict[str, Any]:
+    """Run the compression job ``job_id`` and leave its record in a terminal state."""
+    jobs = JobStore(settings.job_dir)
+    record = jobs.get(job_id)
+    if record.state in TERMINAL:
+        # A redelivered message for a job that already ended (or was cancelled while queued).
+        log.info("job %s is already %s; nothing to do", job_id, record.state)
+        return {"state": record.state}
+    jobs.save(record.model_copy(update={
+        "state": "running", "started_at": utcnow(), "queue": queue, "worker": worker,
+        "attempts": record.attempts + 1, "stages": [], "progress": 0.0, "error": None, "hint": None,
+    }))
+    try:
+        recipe = Recipe.model_validate(record.request.get("recipe", {}))
+        results = run_compress(settings, job_id, recipe, queue=queue, worker=worker)
+    except JobCancelled:
+        _finish(jobs, job_id, "cancelled", error="cancelled by request")
+        return {"state": "cancelled"}
+    except (SlimBertError, ValidationError, ValueError) as exc:
+        detail = exc.detail if isinstance(exc, SlimBertError) else str(exc)
+        hint = exc.hint if isinstance(exc, SlimBertError) else "check the recipe's values"
+        log.warning("job %s failed: %s", job_id, detail)
+        _finish(jobs, job_id, "failed", error=detail, hint=hint)
+        return {"state": "failed", "error": detail}
+    except MemoryError:
+        _finish(jobs, job_id, "failed", error="out of memory",
+                hint="use fewer train examples, a smaller batch_size or a shorter max_length")
+        return {"state": "failed", "error": "out of memory"}
+    except Exception as exc:  # anything else is a bug: keep the trace in the log, not in the record
+        log.error("job %s crashed:\n%s", job_id, traceback.format_exc())
+        _finish(jobs, job_id, "failed", error=f"internal error: {type(exc).__name__}: {exc}",
+                hint="see the worker log; resubmit once the cause is fixed")
+        raise
+    _finish(jobs, job_id, "succeeded", results=results, variants=sorted(results.get("variants", {})))
+    return {"state": "succeeded", **results}
+
+
+def _finish(jobs: JobStore, job_id: str, state: str, **changes: Any) -> JobRecord:
+    progress = 100.0 if state == "succeeded" else jobs.get(job_id).progress
+    return jobs.update(job_id, state=state, finished_at=utcnow(), progress=progress, **changes)

