@@ -28,6 +28,7 @@ def submit_compress(
         raise InvalidRecipe("the recipe is invalid", hint=hint) from None
     except ValueError as exc:
         raise InvalidRecipe(str(exc), hint=str(exc)) from None
+    queue.require_redis()
     queue_name, fallback = queue.choose_queue(request.device)
     record = JobRecord(
         id=jobs.new_id(), kind="compress", queue=queue_name, fallback=fallback, family=recipe.family_name(),

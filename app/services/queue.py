@@ -26,6 +26,11 @@ class QueueClient:
         self._workers: list[dict[str, Any]] = []
         self._workers_at = -1e9
 
+    def require_redis(self) -> None:
+        if not self.redis_ok():
+            raise QueueUnavailable("the job queue (Redis) does not answer",
+                                   hint=f"start Redis at {self.settings.redis_url} and retry; nothing was queued")
+
     def redis_ok(self) -> bool:
         try:
             client = redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
@@ -37,6 +42,9 @@ class QueueClient:
         """Live workers with their capabilities and queues, cached for ``worker_ping_ttl_s``."""
         with self._lock:
             if not fresh and time.monotonic() - self._workers_at < self.settings.worker_ping_ttl_s:
+                return self._workers
+            if not self.redis_ok():  # a broadcast to a dead broker would hang in connection retries
+                self._workers, self._workers_at = [], time.monotonic()
                 return self._workers
             try:
                 replies = self.celery.control.broadcast(
@@ -70,9 +78,7 @@ class QueueClient:
         return QUEUE_CPU, f"{reason}; ran on cpu (SLIMBERT_GPU_FALLBACK_TO_CPU=true)"
 
     def send(self, task_name: str, job_id: str, queue: str) -> None:
-        if not self.redis_ok():
-            raise QueueUnavailable("the job queue (Redis) does not answer",
-                                   hint=f"start Redis at {self.settings.redis_url} and retry; nothing was queued")
+        self.require_redis()
         # The job id doubles as the task id, so a cancel can revoke exactly this message.
         self.celery.send_task(task_name, args=[job_id], queue=queue, task_id=job_id)
 

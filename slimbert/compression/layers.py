@@ -96,9 +96,10 @@ def drop_layers(model: PreTrainedModel, indices: Sequence[int]) -> PreTrainedMod
     """
     layers = encoder_layers(model)
     n = len(layers)
-    to_drop = {int(i) for i in indices}
-    if len(to_drop) != len(list(indices)):
-        raise ValueError(f"duplicate layer indices in {list(indices)}")
+    requested = [int(i) for i in indices]
+    to_drop = set(requested)
+    if len(to_drop) != len(requested):
+        raise ValueError(f"duplicate layer indices in {requested}")
     bad = sorted(i for i in to_drop if not 0 <= i < n)
     if bad:
         raise ValueError(f"layer indices {bad} out of range for a model with {n} layers (0..{n - 1})")
