@@ -9,10 +9,11 @@ from fastapi import FastAPI
 
 from app.api.routes import health, jobs, predict, reports, variants
 from app.errors import install_error_handlers
-from app.serving.cache import PredictorCache
 from app.services.queue import QueueClient
+from app.serving.cache import PredictorCache
 from slimbert.config import Settings, get_settings
 from slimbert.inference.loader import load_variant
+from slimbert.inference.predictor import Predictor
 from slimbert.jobs import JobStore
 from slimbert.store.store import VariantStore
 
@@ -24,7 +25,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = VariantStore(settings.store_dir, min_free_mb=settings.min_free_disk_mb)
 
-        def load(key: tuple[str, str]):  # type: ignore[no-untyped-def]
+        def load(key: tuple[str, str]) -> Predictor:
             manifest = store.manifest(*key)
             store.verify(manifest)
             return load_variant(manifest, store.variant_dir(*key), "cpu",

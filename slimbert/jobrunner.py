@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from slimbert.compression.pipeline import run_compress
 from slimbert.compression.recipe import Recipe
 from slimbert.config import Settings
-from slimbert.errors import JobCancelled, SlimBertError
+from slimbert.errors import JobCancelled, JobNotFound, SlimBertError
 from slimbert.jobs import TERMINAL, JobRecord, JobStore, utcnow
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,12 @@ log = logging.getLogger(__name__)
 def execute_compress_job(settings: Settings, job_id: str, *, queue: str, worker: str) -> dict[str, Any]:
     """Run the compression job ``job_id`` and leave its record in a terminal state."""
     jobs = JobStore(settings.job_dir)
-    record = jobs.get(job_id)
+    try:
+        record = jobs.get(job_id)
+    except JobNotFound:
+        # The record was deleted while its message waited in Redis: nothing to run or report.
+        log.warning("job %s has no record; dropping its message", job_id)
+        return {"state": "unknown"}
     if record.state in TERMINAL:
         # A redelivered message for a job that already ended (or was cancelled while queued).
         log.info("job %s is already %s; nothing to do", job_id, record.state)

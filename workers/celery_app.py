@@ -35,7 +35,7 @@ def _report_capabilities(**_: Any) -> None:
     log.info("worker capabilities: %s", _capabilities)
 
 
-@control_command(name=CONTROL_CAPABILITIES)  # type: ignore[misc]
+@control_command(name=CONTROL_CAPABILITIES)
 def slimbert_capabilities(state: Any) -> dict[str, Any]:
     queues = [q.name for q in state.consumer.task_consumer.queues]
     return {**(_capabilities or worker_capabilities()), "queues": queues}

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
-from app.serving.cache import PredictorCache
 from app.services.queue import QueueClient
+from app.serving.cache import PredictorCache
 from slimbert.config import Role, Settings
 from slimbert.errors import SlimBertError
 from slimbert.jobs import JobStore
@@ -17,23 +17,23 @@ from slimbert.store.store import VariantStore
 
 
 def get_app_settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    return request.app.state.settings
 
 
 def get_store(request: Request) -> VariantStore:
-    return request.app.state.store  # type: ignore[no-any-return]
+    return request.app.state.store
 
 
 def get_jobs(request: Request) -> JobStore:
-    return request.app.state.jobs  # type: ignore[no-any-return]
+    return request.app.state.jobs
 
 
 def get_queue(request: Request) -> QueueClient:
-    return request.app.state.queue  # type: ignore[no-any-return]
+    return request.app.state.queue
 
 
 def get_cache(request: Request) -> PredictorCache:
-    return request.app.state.cache  # type: ignore[no-any-return]
+    return request.app.state.cache
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
@@ -63,7 +63,7 @@ def _role_of(key: str | None, settings: Settings) -> Role | None:
     return None
 
 
-def require(role: Role) -> object:
+def require(role: Role) -> Any:
     """A dependency that admits ``role`` (admin also admits everything)."""
 
     def check(settings: SettingsDep, key: Annotated[str | None, Depends(_api_key)]) -> None:

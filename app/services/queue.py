@@ -70,8 +70,6 @@ class QueueClient:
         if QUEUE_GPU in self.live_queues():
             return QUEUE_GPU, None
         reason = "no live worker consumes the gpu queue"
-        if device == "gpu" and not self.settings.gpu_fallback_to_cpu:
-            raise NoWorkerForDevice(reason, hint="start a GPU worker (celery ... -Q gpu -c 1) or submit with device=cpu")
         if not self.settings.gpu_fallback_to_cpu:
             raise NoWorkerForDevice(reason, hint="start a GPU worker, submit with device=cpu, or set "
                                     "SLIMBERT_GPU_FALLBACK_TO_CPU=true")

@@ -138,7 +138,7 @@ def run_compress(settings: Settings, job_id: str, recipe: Recipe, *, queue: str,
     jobs = JobStore(settings.job_dir)
     store = VariantStore(settings.store_dir, min_free_mb=settings.min_free_disk_mb)
     pruning = recipe.layer_pruning
-    weights = {"load": 2, "finetune": 40, "evaluate-baseline": 4, "sensitivity": 8 if pruning else 0,
+    weights: dict[str, float] = {"load": 2, "finetune": 40, "evaluate-baseline": 4, "sensitivity": 8 if pruning else 0,
                "prune-layers": 30 if pruning else 0, "int8-dynamic": 10 if recipe.int8_dynamic else 0}
     rep = JobReporter(jobs, job_id, weights, queue, worker)
     results: dict[str, Any] = {"variants": {}}
@@ -156,7 +156,8 @@ def run_compress(settings: Settings, job_id: str, recipe: Recipe, *, queue: str,
     ctx = Context(settings, store, jobs, job_id, recipe, recipe.family_name(), base_path, tokenizer, train, dev)
 
     if recipe.finetune is None or has_trained_head(base_path, SST2_LABELS):
-        rep.skip("finetune", "disabled in the recipe" if recipe.finetune is None else "the base model already has a trained SST-2 head")
+        why = "disabled in the recipe" if recipe.finetune is None else "the base model already has a trained SST-2 head"
+        rep.skip("finetune", why)
     else:
         with rep.stage("finetune") as st:
             ft = finetune(model, tokenizer, train, dev, recipe.finetune, progress=rep.progress)

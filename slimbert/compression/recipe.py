@@ -70,7 +70,9 @@ PRESETS: dict[str, dict[str, object]] = {
         "train_examples": 48,
         "dev_examples": 32,
         "finetune": {"epochs": 1, "batch_size": 16, "max_length": 32},
-        "layer_pruning": {"drop": 1, "strategy": "top", "refinetune": {"epochs": 1, "batch_size": 16, "max_length": 32}},
+        "layer_pruning": {
+            "drop": 1, "strategy": "top", "refinetune": {"epochs": 1, "batch_size": 16, "max_length": 32},
+        },
     },
 }
 

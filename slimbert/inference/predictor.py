@@ -90,7 +90,7 @@ class TorchPredictor(_Base):
     ) -> None:
         super().__init__(tokenizer, labels, max_length)
         self.device = device
-        self.model = model.to(device).eval()
+        self.model = model.to(torch.device(device)).eval()  # type: ignore[arg-type]  # transformers stub quirk
 
     @torch.inference_mode()
     def predict(self, texts: Sequence[str]) -> BatchOutput:
