@@ -22,6 +22,10 @@ class CompressRequest(BaseModel):
     recipe: dict[str, Any] = Field(default_factory=dict, description="overrides merged onto the preset")
     device: str = Field(default="auto", pattern="^(auto|cpu|gpu)$",
                         description="where training runs: auto prefers a GPU worker, falls back to cpu")
+    benchmark: dict[str, Any] | None = Field(
+        default_factory=dict,
+        description="options of the benchmark that follows the job (fields of POST /jobs/benchmark but "
+        "family and variants); null skips it")
 
 
 class JobAccepted(BaseModel):

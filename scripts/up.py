@@ -121,7 +121,14 @@ def main() -> int:
             wall = time.monotonic() - started
             if job["state"] != "succeeded":
                 raise SystemExit(f"job {job['state']}: {job.get('error')} (hint: {job.get('hint')})")
-            print(f"\njob succeeded in {wall:.0f}s wall time; variants: {', '.join(job['variants'])}\n")
+            print(f"\njob succeeded in {wall:.0f}s wall time; variants: {', '.join(job['variants'])}")
+            bench_id = job["results"].get("benchmark_job_id")
+            if bench_id:
+                print(f"benchmark job {bench_id}: every variant, interleaved, on every live device")
+                bench = follow(client, bench_id)
+                if bench["state"] != "succeeded":
+                    print(f"benchmark {bench['state']}: {bench.get('error')}")
+            print()
             print(client.get("/reports/showdown", params={"family": job["family"], "format": "markdown"}).text)
             # The first request loads the variant into the cache; time the second, warm one.
             client.post("/predict", params={"family": job["family"]}, json={"text": SAMPLE}).raise_for_status()

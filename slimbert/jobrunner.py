@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -20,8 +21,15 @@ from slimbert.jobs import TERMINAL, JobRecord, JobStore, utcnow
 log = logging.getLogger(__name__)
 
 
-def execute_compress_job(settings: Settings, job_id: str, *, queue: str, worker: str) -> dict[str, Any]:
-    """Run the compression job ``job_id`` and leave its record in a terminal state."""
+def execute_compress_job(
+    settings: Settings, job_id: str, *, queue: str, worker: str,
+    on_success: Callable[[JobRecord], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Run the compression job ``job_id`` and leave its record in a terminal state.
+
+    ``on_success(record)`` runs after the work and before the record turns ``succeeded``; what
+    it returns joins the results, so a follow-up (the benchmark) is visible the moment the job is.
+    """
     jobs = JobStore(settings.job_dir)
     try:
         record = jobs.get(job_id)
@@ -58,7 +66,10 @@ def execute_compress_job(settings: Settings, job_id: str, *, queue: str, worker:
         _finish(jobs, job_id, "failed", error=f"internal error: {type(exc).__name__}: {exc}",
                 hint="see the worker log; resubmit once the cause is fixed")
         raise
-    _finish(jobs, job_id, "succeeded", results=results, variants=sorted(results.get("variants", {})))
+    variants = sorted(results.get("variants", {}))
+    if on_success is not None:
+        results.update(on_success(jobs.update(job_id, results=results, variants=variants)))
+    _finish(jobs, job_id, "succeeded", results=results, variants=variants)
     return {"state": "succeeded", **results}
 
 

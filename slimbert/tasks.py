@@ -16,6 +16,9 @@ QUEUES: tuple[str, ...] = (QUEUE_CPU, QUEUE_GPU)
 Device = Literal["cpu", "gpu"]
 
 TASK_COMPRESS = "slimbert.compress"
+# A benchmark job is a chord: one device task per device, then one aggregate task on cpu.
+TASK_BENCHMARK_DEVICE = "slimbert.benchmark.device"
+TASK_BENCHMARK_AGGREGATE = "slimbert.benchmark.aggregate"
 
 # A custom remote-control command each worker answers with its capabilities and queues.
 CONTROL_CAPABILITIES = "slimbert_capabilities"

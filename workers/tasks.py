@@ -2,27 +2,77 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from celery import Task
+from celery import Task, chord
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from slimbert.benchmark.jobs import aggregate_benchmark, execute_benchmark_device, plan_benchmark
+from slimbert.benchmark.runner import BenchmarkSpec
 from slimbert.config import get_settings
 from slimbert.jobrunner import execute_compress_job
-from slimbert.tasks import TASK_COMPRESS
+from slimbert.jobs import JobRecord, JobStore
+from slimbert.tasks import (
+    CONTROL_CAPABILITIES,
+    QUEUE_CPU,
+    TASK_BENCHMARK_AGGREGATE,
+    TASK_BENCHMARK_DEVICE,
+    TASK_COMPRESS,
+)
 from workers.celery_app import app
 
+log = logging.getLogger(__name__)
 
-@app.task(
-    name=TASK_COMPRESS,
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    # Only transient broker trouble is retried; a bad recipe fails the job with a hint instead.
-    autoretry_for=(RedisConnectionError,),
-    retry_backoff=True,
-    max_retries=3,
-)
+# Only transient broker trouble is retried; a bad recipe fails the job with a hint instead.
+_RETRY: dict[str, Any] = {"autoretry_for": (RedisConnectionError,), "retry_backoff": True, "max_retries": 3}
+
+
+def _where(task: Task) -> tuple[str, str]:
+    queue = (task.request.delivery_info or {}).get("routing_key") or "unknown"
+    return queue, task.request.hostname or "unknown"
+
+
+def send_benchmark(job_id: str, devices: list[str]) -> None:
+    """Fan out one task per device, then aggregate on cpu (a chord)."""
+    header = [app.signature(TASK_BENCHMARK_DEVICE, args=[job_id, d], queue=d) for d in devices]
+    chord(header)(app.signature(TASK_BENCHMARK_AGGREGATE, args=[job_id], queue=QUEUE_CPU))
+
+
+def _follow_up_benchmark(record: JobRecord, own_queue: str) -> dict[str, Any]:
+    """Every compression job ends with a benchmark of the variants it produced (unless the
+    request turned it off with ``"benchmark": null``)."""
+    overrides = record.request.get("benchmark", {})
+    if overrides is None or not record.variants:
+        return {}
+    settings = get_settings()
+    try:
+        replies = app.control.broadcast(CONTROL_CAPABILITIES, reply=True, timeout=1.0) or []
+        live = {q for reply in replies for caps in reply.values() if isinstance(caps, dict)
+                for q in caps.get("queues", [])}
+        spec = BenchmarkSpec(family=record.family or "", variants=record.variants, **overrides)
+        bench_id, devices = plan_benchmark(settings, spec, live | {own_queue}, JobStore(settings.job_dir),
+                                           parent_job=record.id)
+        send_benchmark(bench_id, devices)
+    except Exception as exc:  # the compression itself succeeded; say why no benchmark followed
+        log.warning("no follow-up benchmark for job %s: %s", record.id, exc)
+        return {"benchmark_error": str(exc)}
+    return {"benchmark_job_id": bench_id}
+
+
+@app.task(name=TASK_COMPRESS, bind=True, acks_late=True, reject_on_worker_lost=True, **_RETRY)
 def compress(self: Task, job_id: str) -> dict[str, Any]:
-    queue = (self.request.delivery_info or {}).get("routing_key") or "unknown"
-    return execute_compress_job(get_settings(), job_id, queue=queue, worker=self.request.hostname or "unknown")
+    queue, worker = _where(self)
+    return execute_compress_job(get_settings(), job_id, queue=queue, worker=worker,
+                                on_success=lambda record: _follow_up_benchmark(record, queue))
+
+
+@app.task(name=TASK_BENCHMARK_DEVICE, bind=True, acks_late=True, reject_on_worker_lost=True, **_RETRY)
+def benchmark_device(self: Task, job_id: str, device: str) -> dict[str, Any]:
+    queue, worker = _where(self)
+    return execute_benchmark_device(get_settings(), job_id, device, queue=queue, worker=worker)
+
+
+@app.task(name=TASK_BENCHMARK_AGGREGATE, acks_late=True, reject_on_worker_lost=True, **_RETRY)
+def benchmark_aggregate(results: list[dict[str, Any]], job_id: str) -> dict[str, Any]:
+    return aggregate_benchmark(get_settings(), job_id, results)

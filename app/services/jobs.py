@@ -6,7 +6,10 @@ from pydantic import ValidationError
 
 from app.schemas import CompressRequest
 from app.services.queue import QueueClient
+from slimbert.benchmark.jobs import plan_benchmark
+from slimbert.benchmark.runner import BenchmarkSpec
 from slimbert.compression.recipe import build_recipe
+from slimbert.config import Settings
 from slimbert.errors import InvalidRecipe
 from slimbert.jobs import TERMINAL, JobRecord, JobStore, utcnow
 from slimbert.tasks import TASK_COMPRESS
@@ -23,16 +26,17 @@ def submit_compress(
     try:
         recipe = build_recipe(request.preset, request.recipe)
     except ValidationError as exc:
-        fields = [{"field": "recipe." + ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
-        hint = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-        raise InvalidRecipe("the recipe is invalid", hint=hint) from None
+        raise InvalidRecipe("the recipe is invalid", hint=_fields_hint(exc, "recipe")) from None
     except ValueError as exc:
         raise InvalidRecipe(str(exc), hint=str(exc)) from None
+    if request.benchmark is not None:
+        _validate_benchmark_options(request.benchmark, recipe.family_name())
     queue.require_redis()
     queue_name, fallback = queue.choose_queue(request.device)
     record = JobRecord(
         id=jobs.new_id(), kind="compress", queue=queue_name, fallback=fallback, family=recipe.family_name(),
-        request={"preset": request.preset, "device": request.device, "recipe": recipe.model_dump(mode="json")},
+        request={"preset": request.preset, "device": request.device, "recipe": recipe.model_dump(mode="json"),
+                 "benchmark": request.benchmark},
         idempotency_key=idempotency_key,
     )
     jobs.save(record)
@@ -44,6 +48,28 @@ def submit_compress(
     if idempotency_key:
         jobs.remember_idempotency_key(idempotency_key, record.id)
     return record
+
+
+def _validate_benchmark_options(options: dict[str, object], family: str) -> None:
+    if {"family", "variants"} & set(options):
+        raise InvalidRecipe("benchmark options cannot name family or variants",
+                            hint="the follow-up benchmark measures the variants this job makes")
+    try:
+        BenchmarkSpec.model_validate({**options, "family": family})
+    except ValidationError as exc:
+        raise InvalidRecipe("the benchmark options are invalid", hint=_fields_hint(exc, "benchmark")) from None
+
+
+def _fields_hint(exc: ValidationError, prefix: str) -> str:
+    return "; ".join(f"{prefix}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+
+
+def submit_benchmark(spec: BenchmarkSpec, settings: Settings, jobs: JobStore, queue: QueueClient) -> JobRecord:
+    """Plan the fan-out (one task per live device), write the record, send the chord."""
+    queue.require_redis()
+    job_id, devices = plan_benchmark(settings, spec, queue.live_queues(), jobs)
+    queue.send_benchmark(job_id, devices)
+    return jobs.get(job_id)
 
 
 def cancel_job(job_id: str, jobs: JobStore, queue: QueueClient) -> JobRecord:

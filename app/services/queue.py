@@ -8,11 +8,18 @@ import time
 from typing import Any
 
 import redis
-from celery import Celery
+from celery import Celery, chord
 
 from slimbert.config import Settings
 from slimbert.errors import NoWorkerForDevice, QueueUnavailable
-from slimbert.tasks import CONTROL_CAPABILITIES, QUEUE_CPU, QUEUE_GPU, celery_config
+from slimbert.tasks import (
+    CONTROL_CAPABILITIES,
+    QUEUE_CPU,
+    QUEUE_GPU,
+    TASK_BENCHMARK_AGGREGATE,
+    TASK_BENCHMARK_DEVICE,
+    celery_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +86,11 @@ class QueueClient:
         self.require_redis()
         # The job id doubles as the task id, so a cancel can revoke exactly this message.
         self.celery.send_task(task_name, args=[job_id], queue=queue, task_id=job_id)
+
+    def send_benchmark(self, job_id: str, devices: list[str]) -> None:
+        """One task per device on that device's queue, then the aggregate on cpu (a chord)."""
+        header = [self.celery.signature(TASK_BENCHMARK_DEVICE, args=[job_id, d], queue=d) for d in devices]
+        chord(header)(self.celery.signature(TASK_BENCHMARK_AGGREGATE, args=[job_id], queue=QUEUE_CPU))
 
     def revoke(self, job_id: str) -> None:
         try:

@@ -8,13 +8,16 @@ leaves only staging debris, which :meth:`VariantStore.clean_staging` removes and
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from slimbert.errors import SlimBertError, StoreError, VariantNotFound
 from slimbert.store.manifest import MANIFEST_NAME, VariantManifest, is_valid_name
@@ -23,6 +26,7 @@ log = logging.getLogger(__name__)
 
 STAGING = ".staging"
 TRASH = ".trash"
+REPORTS = ".reports"  # inside a family: benchmark runs, one JSON file each
 
 
 def sha256_file(path: Path) -> str:
@@ -141,6 +145,35 @@ class VariantStore:
         aside.parent.mkdir(parents=True, exist_ok=True)
         os.rename(target, aside)
         shutil.rmtree(aside, ignore_errors=True)
+
+    # --- benchmark reports ---------------------------------------------------------------------
+    def save_report(self, family: str, run_id: str, report: dict[str, Any]) -> Path:
+        """Write one benchmark run atomically; a run id is never reused, so nothing is overwritten."""
+        check_name("family", family)
+        check_name("run id", run_id)
+        folder = self.root / family / REPORTS
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{run_id}.json"
+        if target.exists():
+            raise StoreError(f"benchmark run {run_id} already exists", hint="each run needs a new id")
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(report, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.rename(tmp, target)
+        return target
+
+    def reports(self, family: str) -> list[dict[str, Any]]:
+        """Every benchmark run of a family, oldest first."""
+        check_name("family", family)
+        folder = self.root / family / REPORTS
+        runs = [json.loads(p.read_text()) for p in folder.glob("*.json")] if folder.is_dir() else []
+        return sorted(runs, key=lambda r: str(r.get("created_at", "")))
+
+    def latest_report(self, family: str) -> dict[str, Any] | None:
+        runs = self.reports(family)
+        return runs[-1] if runs else None
 
     # --- reading -----------------------------------------------------------------------------
     def variant_dir(self, family: str, variant: str) -> Path:

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from slimbert.config import Settings
 from slimbert.store.store import VariantStore, sha256_file
-from tests.integration.conftest import Worker
+from tests.integration.conftest import Worker, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -80,12 +80,24 @@ def test_tiny_model_job_end_to_end(stack_settings: Settings, cpu_worker: Worker,
     with TestClient(create_app(stack_settings)) as client:
         workers = client.get("/workers").json()
         assert any("cpu" in w["queues"] and "cpu" in w for w in workers), workers
-        job = run_job(client, cpu_worker, {"preset": "tiny", "recipe": recipe}, timeout=150)
+        bench = {"batch_sizes": [1, 4], "runs": 3, "warmup": 1, "peak_memory": False}
+        job = run_job(client, cpu_worker, {"preset": "tiny", "recipe": recipe, "benchmark": bench}, timeout=150)
         assert set(job["variants"]) == EXPECTED
         assert [s["name"] for s in job["stages"] if s["state"] == "done"][:2] == ["load", "finetune"]
         check_store(stack_settings, "tiny-it")
         predict_all(client, "tiny-it")
         assert job["id"] in [j["id"] for j in client.get("/jobs").json()]
+        # The job ends with a benchmark of its variants: a chord on the real worker.
+        bench_id = job["results"]["benchmark_job_id"]
+        assert client.get(f"/jobs/{bench_id}").json()["request"]["parent_job"] == job["id"]
+        wait_for(lambda: client.get(f"/jobs/{bench_id}").json()["state"] in ("succeeded", "failed"), 120,
+                 "the follow-up benchmark", cpu_worker.output)
+        assert client.get(f"/jobs/{bench_id}").json()["state"] == "succeeded", cpu_worker.output()
+        report = client.get("/reports/showdown", params={"family": "tiny-it"}).json()
+        assert {r["variant"] for r in report["rows"]} == EXPECTED
+        for row in report["rows"]:
+            assert row["cpu"]["latency_ms"] > 0 and 0 <= row["cpu"]["accuracy"] <= 1
+            assert row["gpu"]["na"] == "no live GPU worker"
 
 
 def test_minilm_job_end_to_end(stack_settings: Settings, cpu_worker: Worker) -> None:
@@ -96,7 +108,7 @@ def test_minilm_job_end_to_end(stack_settings: Settings, cpu_worker: Worker) -> 
                           "refinetune": {"epochs": 1, "batch_size": 32, "max_length": 48}},
     }
     with TestClient(create_app(stack_settings)) as client:
-        job = run_job(client, cpu_worker, {"preset": "quick", "recipe": recipe}, timeout=400)
+        job = run_job(client, cpu_worker, {"preset": "quick", "recipe": recipe, "benchmark": None}, timeout=400)
         sensitivity = job["results"]["sensitivity"]
         assert len(sensitivity) == 6
         check_store(stack_settings, "minilm-it")

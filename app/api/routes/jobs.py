@@ -4,9 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
 
-from app.api.deps import JobsDep, QueueDep, require
+from app.api.deps import JobsDep, QueueDep, SettingsDep, require
 from app.schemas import CompressRequest, JobAccepted
-from app.services.jobs import cancel_job, submit_compress
+from app.services.jobs import cancel_job, submit_benchmark, submit_compress
+from slimbert.benchmark.runner import BenchmarkSpec
 from slimbert.jobs import JobRecord
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -20,6 +21,14 @@ def compress(
     record = submit_compress(body, jobs, queue, idempotency_key)
     return JobAccepted(job_id=record.id, status_url=str(request.url_for("get_job", job_id=record.id)),
                        queue=record.queue or "", fallback=record.fallback)
+
+
+@router.post("/benchmark", status_code=202, response_model=JobAccepted, dependencies=[require("admin")])
+def benchmark(body: BenchmarkSpec, request: Request, settings: SettingsDep, jobs: JobsDep, queue: QueueDep
+              ) -> JobAccepted:
+    record = submit_benchmark(body, settings, jobs, queue)
+    return JobAccepted(job_id=record.id, status_url=str(request.url_for("get_job", job_id=record.id)),
+                       queue=record.queue or "")
 
 
 @router.get("", response_model=list[JobRecord], dependencies=[require("predict")])

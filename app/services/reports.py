@@ -1,0 +1,45 @@
+"""Assembling the showdown for the API: manifests + the latest benchmark run."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from slimbert.errors import NotFound
+from slimbert.report.figures import CHARTS, chart
+from slimbert.report.render import to_csv, to_html, to_markdown
+from slimbert.report.showdown import build_showdown
+from slimbert.store.store import VariantStore
+
+
+def showdown(store: VariantStore, family: str | None, batch_size: int, gate: float) -> dict[str, Any]:
+    fam = family or store.newest_family()
+    manifests = store.manifests(fam)
+    if not manifests:
+        raise NotFound(f"family {fam} has no variants", hint=f"families: {', '.join(store.families())}")
+    return build_showdown(fam, manifests, store.latest_report(fam), batch_size=batch_size, gate=gate)
+
+
+def render(report: dict[str, Any], store: VariantStore, fmt: str) -> str:
+    if fmt == "markdown":
+        return to_markdown(report)
+    if fmt == "csv":
+        return to_csv(report)
+    manifests = store.manifests(report["family"])
+    svgs = {}
+    for name in CHARTS:
+        data = chart(name, report, manifests, "svg")
+        if data is not None:
+            # Inline SVG: drop the XML prolog, which is not allowed inside HTML.
+            text = data.decode()
+            svgs[name] = text[text.find("<svg"):]
+    return to_html(report, svgs)
+
+
+def chart_bytes(store: VariantStore, family: str | None, name: str, fmt: Literal["svg", "png"],
+                batch_size: int, gate: float) -> bytes:
+    report = showdown(store, family, batch_size, gate)
+    data = chart(name, report, store.manifests(report["family"]), fmt)
+    if data is None:
+        raise NotFound(f"no data for the {name} chart of {report['family']} yet",
+                       hint="run POST /jobs/benchmark (and a layer-sensitivity stage for 'sensitivity')")
+    return data

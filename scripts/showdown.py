@@ -1,0 +1,40 @@
+"""Print the showdown of a family in the terminal, straight from the store (no API needed).
+
+    .venv/bin/python scripts/showdown.py [--family F] [--format markdown|csv|json] [--batch-size 1] [--gate 0.99]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from slimbert.config import get_settings  # noqa: E402
+from slimbert.report.render import to_csv, to_markdown  # noqa: E402
+from slimbert.report.showdown import build_showdown  # noqa: E402
+from slimbert.store.store import VariantStore  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--family", default=None, help="default: the newest family")
+    parser.add_argument("--format", choices=["markdown", "csv", "json"], default="markdown")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--gate", type=float, default=0.99, help="accuracy gate, fraction of baseline")
+    args = parser.parse_args()
+    store = VariantStore(get_settings().store_dir)
+    family = args.family or store.newest_family()
+    report = build_showdown(family, store.manifests(family), store.latest_report(family),
+                            batch_size=args.batch_size, gate=args.gate)
+    if args.format == "json":
+        print(json.dumps(report, indent=1))
+    else:
+        print(to_csv(report) if args.format == "csv" else to_markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

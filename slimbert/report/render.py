@@ -1,0 +1,154 @@
+"""The showdown as Markdown, CSV and an HTML page. All three carry the same numbers."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from collections.abc import Callable
+from typing import Any
+
+# (header, device or None, key, formatter)
+Column = tuple[str, str | None, str, Callable[[Any], str]]
+
+
+def _num(digits: int) -> Callable[[Any], str]:
+    return lambda v: f"{v:.{digits}f}"
+
+
+def _acc(cell_value: Any) -> str:
+    return f"{cell_value:.4f}"
+
+
+COLUMNS: list[Column] = [
+    ("Size (MB)", None, "size_mb", _num(2)),
+    ("Params", None, "parameters", lambda v: f"{v / 1e6:.2f}M"),
+    ("GFLOPs/seq", "cpu", "gflops", _num(3)),
+    ("Accuracy (GPU)", "gpu", "accuracy", _acc),
+    ("Latency (GPU, ms)", "gpu", "latency_ms", _num(2)),
+    ("Peak GPU Mem (MB)", "gpu", "peak_mem_mb", _num(1)),
+    ("Accuracy (CPU)", "cpu", "accuracy", _acc),
+    ("95% CI (CPU)", "cpu", "accuracy_ci95", lambda v: f"[{v[0]:.3f}, {v[1]:.3f}]"),
+    ("McNemar p", "cpu", "mcnemar_p", _num(3)),
+    ("Latency (CPU, ms)", "cpu", "latency_ms", _num(2)),
+    ("p99 (CPU, ms)", "cpu", "p99_ms", _num(2)),
+    ("Throughput (CPU, seq/s)", "cpu", "throughput_seq_s", _num(1)),
+    ("Peak CPU Mem (MB)", "cpu", "peak_mem_mb", _num(1)),
+    ("Speed-up (CPU)", "cpu", "speedup", lambda v: f"{v:.2f}x"),
+    ("Compression", None, "compression_ratio", lambda v: f"{v:.2f}x"),
+]
+
+
+def _value(row: dict[str, Any], device: str | None, key: str) -> Any:
+    return row[device].get(key) if device else row.get(key)
+
+
+def _cells(report: dict[str, Any], bold: Callable[[str], str]) -> tuple[list[list[str]], list[str]]:
+    """Table cells, best values marked with ``bold``; N/A cells point at numbered reasons."""
+    reasons: list[str] = []
+    table = []
+    for row in report["rows"]:
+        cells = [row["variant"]]
+        for _, device, key, fmt in COLUMNS:
+            value = _value(row, device, key)
+            if value is None:
+                reason = row[device].get("na") if device else None
+                if reason:
+                    if reason not in reasons:
+                        reasons.append(reason)
+                    cells.append(f"N/A [{reasons.index(reason) + 1}]")
+                else:
+                    cells.append("-")
+                continue
+            text = fmt(value)
+            best_key = f"{device}.{key}" if device else key
+            cells.append(bold(text) if report["best"].get(best_key) == row["variant"] and len(report["rows"]) > 1
+                         else text)
+        table.append(cells)
+    return table, reasons
+
+
+def measured_line(report: dict[str, Any]) -> str:
+    run = report.get("run")
+    if not run:
+        return "No benchmark run yet: sizes and creation-time accuracy only."
+    spec = run["spec"]
+    parts = []
+    for device, env in run["environment"].items():
+        if isinstance(env, str):
+            parts.append(f"{device}: N/A ({env})")
+        else:
+            flags = ",".join(k for k, v in (env.get("flags") or {}).items() if v)
+            where = env.get("gpu") or env.get("cpu")
+            parts.append(f"{device}: {where} [{flags}], {env.get('torch_threads')} torch threads")
+    return (f"Run {run['run_id']} ({run['created_at']}): batch {report['batch_size']}, seq_len {spec['seq_len']}, "
+            f"{spec['runs']} runs after {spec['warmup']} warm-up, variants interleaved; latency = p50 model time "
+            f"(tokenization apart). " + "; ".join(parts) + ". Accuracy on the SST-2 dev split on each runtime, "
+            "95% Wilson interval; McNemar test paired against baseline-fp32.")
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    table, reasons = _cells(report, lambda t: f"**{t}**")
+    header = ["Model"] + [c[0] for c in COLUMNS]
+    lines = [f"## Showdown: {report['family']}", "", measured_line(report), "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table]
+    lines += [""] + [f"[{i + 1}] {r}" for i, r in enumerate(reasons)]
+    rec = report["recommendations"]
+    lines += ["", f"Recommendations ({rec['rule']}):"]
+    for key in ("cpu", "gpu", "smallest"):
+        item = rec[key]
+        lines.append(f"- {key}: " + (item["variant"] if "variant" in item else f"N/A ({item['na']})"))
+    lines.append(f"- Pareto frontier, CPU accuracy vs latency: {', '.join(report['pareto_cpu']) or 'N/A'}")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(report: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    keys = [("variant", None), ("runtime", None), ("precision", None), ("layers", None), ("parameters", None),
+            ("size_mb", None), ("compression_ratio", None), ("dev_accuracy_at_creation", None)]
+    device_keys = ["accuracy", "accuracy_ci95", "macro_f1", "mcnemar_p", "latency_ms", "p99_ms", "spread_ms",
+                   "runs", "throughput_seq_s", "tokenize_ms", "peak_mem_mb", "gflops", "gflops_method", "speedup",
+                   "na"]
+    writer.writerow([k for k, _ in keys] + [f"{d}_{k}" for d in ("cpu", "gpu") for k in device_keys])
+    for row in report["rows"]:
+        values = [row.get(k) for k, _ in keys]
+        for device in ("cpu", "gpu"):
+            for k in device_keys:
+                v = row[device].get(k)
+                values.append(";".join(f"{x}" for x in v) if isinstance(v, list) else v)
+        writer.writerow(["" if v is None else v for v in values])
+    return buf.getvalue()
+
+
+def to_html(report: dict[str, Any], charts: dict[str, str]) -> str:
+    """A self-contained page; ``charts`` maps a title to inline SVG markup."""
+    table, reasons = _cells(report, lambda t: f"<b>{t}</b>")
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in ["Model"] + [c[0] for c in COLUMNS])
+    body = "".join("<tr>" + "".join(f"<td>{c if c.startswith('<b>') else esc(c)}</td>" for c in cells) + "</tr>"
+                   for cells in table)
+    notes = "".join(f"<li>[{i + 1}] {esc(r)}</li>" for i, r in enumerate(reasons))
+    rec = report["recommendations"]
+    recs = "".join(f"<li><b>{k}</b>: {esc(rec[k].get('variant') or 'N/A (' + rec[k].get('na', '') + ')')}</li>"
+                   for k in ("cpu", "gpu", "smallest"))
+    figures = "".join(f"<figure><figcaption>{esc(t)}</figcaption>{svg}</figure>" for t, svg in charts.items())
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>SlimBERT showdown: {esc(report['family'])}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
+table {{ border-collapse: collapse; font-size: 0.85rem; }}
+th, td {{ border: 1px solid #ccc; padding: 0.3rem 0.5rem; text-align: right; }}
+th {{ background: #f3f3f3; }} td:first-child {{ text-align: left; font-weight: 600; }}
+figure {{ display: inline-block; margin: 1rem; vertical-align: top; }} figure svg {{ max-width: 640px; height: auto; }}
+</style></head><body>
+<h1>Showdown: {esc(report['family'])}</h1>
+<p class="measured">{esc(measured_line(report))}</p>
+<table id="showdown"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+<ul class="reasons">{notes}</ul>
+<h2>Recommendations</h2><p>{esc(rec['rule'])}</p><ul>{recs}</ul>
+<p>Pareto frontier (CPU accuracy vs latency): {esc(', '.join(report['pareto_cpu']) or 'N/A')}</p>
+<h2>Charts</h2><div id="charts">{figures}</div>
+</body></html>
+"""

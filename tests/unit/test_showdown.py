@@ -1,0 +1,145 @@
+"""The showdown harness on a tiny family: a torch fp32 variant and its ONNX Runtime INT8 child."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from slimbert.benchmark.runner import BenchmarkSpec, not_runnable_reason, run_device_benchmark
+from slimbert.compression.onnx_int8 import quantize_dynamic_int8
+from slimbert.config import Settings
+from slimbert.store.manifest import Technique, VariantManifest
+from slimbert.store.store import VariantStore
+
+FAMILY = "tiny-bench"
+
+
+def _publish(store: VariantStore, variant: str, src: Path, runtime: str, precision: str) -> VariantManifest:
+    with store.staging(FAMILY, variant) as staged:
+        shutil.copytree(src, staged, dirs_exist_ok=True)
+        return store.publish(staged, VariantManifest(
+            family=FAMILY, variant=variant, runtime=runtime, precision=precision,  # type: ignore[arg-type]
+            base_model_id="tiny", technique=Technique(name="test"), labels={0: "negative", 1: "positive"},
+            num_parameters=1000, num_layers=3))
+
+
+@pytest.fixture(scope="module")
+def bench_settings(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Settings:
+    root = tmp_path_factory.mktemp("bench")
+    sst2 = root / "sst2"
+    sst2.mkdir()
+    rows = ["sentence\tlabel"] + [f"{w} movie , truly {w} .\t{i % 2}" for i, w in
+                                  enumerate(["great", "awful", "fine", "dull", "moving", "boring"] * 4)]
+    (sst2 / "dev.tsv").write_text("\n".join(rows) + "\n")
+    settings = Settings(store_dir=root / "store", sst2_dir=sst2, _env_file=None)  # type: ignore[call-arg]
+    store = VariantStore(settings.store_dir)
+    _publish(store, "baseline-fp32", tiny_model_dir, "torch", "fp32")
+    int8_dir = root / "int8"
+    int8_dir.mkdir()
+    quantize_dynamic_int8(tiny_model_dir, int8_dir)
+    _publish(store, "pruned-int8", int8_dir, "onnxruntime", "int8")
+    return settings
+
+
+def test_cpu_run_measures_every_variant(bench_settings: Settings) -> None:
+    spec = BenchmarkSpec(family=FAMILY, batch_sizes=[1, 4], runs=3, warmup=1)
+    seen: list[float] = []
+    out = run_device_benchmark(bench_settings, spec, "cpu", progress=seen.append)
+    assert seen and seen[-1] == 100.0
+    assert out["device"] == "cpu" and out["environment"]["cpu"]["logical_cores"] >= 1
+    base, int8 = out["variants"]["baseline-fp32"], out["variants"]["pruned-int8"]
+    for row in (base, int8):
+        assert set(row["latency"]) == {"1", "4"}
+        for lat in row["latency"].values():
+            assert lat["runs"] == 3 and lat["p50"] > 0 and lat["p99"] >= lat["p50"]
+            assert lat["seq_len"] == 128 and lat["throughput_seq_s"] > 0
+        lo, hi = row["accuracy_ci95"]
+        assert lo <= row["accuracy"] <= hi and row["dev_examples"] == 24
+        assert row["peak_memory"]["peak_mb"] >= 0 and "method" in row["peak_memory"]
+        assert row["load_ms"] > 0
+    assert base["gflops_per_sequence"]["method"] == "measured"
+    assert int8["gflops_per_sequence"]["method"].startswith("computed")
+    # Same architecture, so the computed INT8 figure matches the measured fp32 one closely.
+    assert int8["gflops_per_sequence"]["value"] == pytest.approx(base["gflops_per_sequence"]["value"], rel=0.05)
+    assert "mcnemar_vs_baseline" in int8 and "mcnemar_vs_baseline" not in base
+
+
+def test_dynamic_seq_len_pads_to_the_longest_sentence(bench_settings: Settings) -> None:
+    spec = BenchmarkSpec(family=FAMILY, batch_sizes=[2], seq_len="dynamic", runs=2, warmup=0,
+                         accuracy=False, peak_memory=False)
+    out = run_device_benchmark(bench_settings, spec, "cpu")
+    assert out["variants"]["baseline-fp32"]["latency"]["2"]["seq_len"] < 20
+
+
+def test_gpu_without_cuda_is_na_with_reason(bench_settings: Settings) -> None:
+    store = VariantStore(bench_settings.store_dir)
+    assert "ONNX Runtime" in str(not_runnable_reason(store.manifest(FAMILY, "pruned-int8"), "gpu"))
+    spec = BenchmarkSpec(family=FAMILY, batch_sizes=[1], runs=1, warmup=0, accuracy=False, peak_memory=False)
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = run_device_benchmark(bench_settings, spec, "gpu")
+    assert out["variants"]["baseline-fp32"]["na"] == "no CUDA device in this worker"
+
+
+@pytest.mark.parametrize("bad", [{"batch_sizes": [0]}, {"seq_len": 4}, {"runs": 0}, {"devices": ["tpu"]},
+                                 {"family": "../x"}])
+def test_spec_validation(bad: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        BenchmarkSpec.model_validate({"family": FAMILY, **bad})
+
+
+def test_benchmark_job_report_in_every_format(bench_settings: Settings) -> None:
+    """The plain job functions (as the Celery tasks call them) store a run; every format agrees."""
+    import csv
+    import io
+    import re
+    import xml.etree.ElementTree as ET
+
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from slimbert.benchmark.jobs import aggregate_benchmark, execute_benchmark_device, plan_benchmark
+    from slimbert.jobs import JobStore
+
+    jobs = JobStore(bench_settings.job_dir)
+    spec = BenchmarkSpec(family=FAMILY, batch_sizes=[1, 2], runs=3, warmup=1, peak_memory=False)
+    job_id, devices = plan_benchmark(bench_settings, spec, {"cpu"}, jobs)
+    assert devices == ["cpu"]
+    results = [execute_benchmark_device(bench_settings, job_id, d, queue=d, worker="test") for d in devices]
+    run_id = aggregate_benchmark(bench_settings, job_id, results)["run_id"]
+    assert jobs.get(job_id).state == "succeeded"
+    assert VariantStore(bench_settings.store_dir).latest_report(FAMILY)["run_id"] == run_id  # type: ignore[index]
+
+    with TestClient(create_app(bench_settings)) as client:
+        report = client.get("/reports/showdown", params={"family": FAMILY}).json()
+        rows = {r["variant"]: r for r in report["rows"]}
+        base_lat = rows["baseline-fp32"]["cpu"]["latency_ms"]
+        int8_acc = rows["pruned-int8"]["cpu"]["accuracy"]
+        assert rows["pruned-int8"]["gpu"]["na"] == "no live GPU worker"
+        assert rows["baseline-fp32"]["cpu"]["speedup"] == 1.0
+        assert report["run"]["run_id"] == run_id and report["recommendations"]["cpu"]["variant"] in rows
+
+        md = client.get("/reports/showdown", params={"family": FAMILY, "format": "markdown"}).text
+        assert f"{base_lat:.2f}" in md and f"{int8_acc:.4f}" in md and "no live GPU worker" in md
+        table = list(csv.DictReader(io.StringIO(client.get("/reports/showdown",
+                                                           params={"family": FAMILY, "format": "csv"}).text)))
+        by_variant = {r["variant"]: r for r in table}
+        assert float(by_variant["baseline-fp32"]["cpu_latency_ms"]) == base_lat
+        assert float(by_variant["pruned-int8"]["cpu_accuracy"]) == int8_acc
+        assert by_variant["pruned-int8"]["gpu_na"] == "no live GPU worker"
+        page = client.get("/reports/showdown", params={"family": FAMILY, "format": "html"}).text
+        assert '<table id="showdown">' in page and f"{base_lat:.2f}" in page
+        assert len(re.findall(r"<svg", page)) >= 3  # latency, radar, accuracy-vs-cost charts
+
+        for name in ("latency", "radar", "accuracy-latency", "accuracy-gflops"):
+            svg = client.get(f"/reports/showdown/charts/{name}.svg", params={"family": FAMILY})
+            assert svg.status_code == 200 and svg.headers["content-type"] == "image/svg+xml"
+            ET.fromstring(svg.content)  # well-formed XML
+            png = client.get(f"/reports/showdown/charts/{name}.png", params={"family": FAMILY})
+            assert png.content[:8] == b"\x89PNG\r\n\x1a\n"
+        missing = client.get("/reports/showdown/charts/sensitivity.svg", params={"family": FAMILY})
+        assert missing.status_code == 404 and "sensitivity" in missing.json()["hint"]
