@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
+from slimbert.compression.onnx_int8 import quantize_dynamic_int8
+from slimbert.config import Settings
 from slimbert.models import PACKAGED_MODELS, _packaged_dir
+from slimbert.store.manifest import Technique, VariantManifest
+from slimbert.store.store import VariantStore
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 assert MINILM in PACKAGED_MODELS
@@ -42,3 +47,50 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_classifier(tmp_path_factory.mktemp("tiny-encoder"), head=False)
+
+
+BENCH_FAMILY = "tiny-bench"
+
+
+def _publish_bench(store: VariantStore, variant: str, src: Path, runtime: str, precision: str) -> VariantManifest:
+    with store.staging(BENCH_FAMILY, variant) as staged:
+        shutil.copytree(src, staged, dirs_exist_ok=True)
+        return store.publish(staged, VariantManifest(
+            family=BENCH_FAMILY, variant=variant, runtime=runtime, precision=precision,  # type: ignore[arg-type]
+            base_model_id="tiny", technique=Technique(name="test"), labels={0: "negative", 1: "positive"},
+            num_parameters=1000, num_layers=3))
+
+
+@pytest.fixture(scope="session")
+def bench_settings(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Settings:
+    root = tmp_path_factory.mktemp("bench")
+    sst2 = root / "sst2"
+    sst2.mkdir()
+    rows = ["sentence\tlabel"] + [f"{w} movie , truly {w} .\t{i % 2}" for i, w in
+                                  enumerate(["great", "awful", "fine", "dull", "moving", "boring"] * 4)]
+    (sst2 / "dev.tsv").write_text("\n".join(rows) + "\n")
+    settings = Settings(store_dir=root / "store", sst2_dir=sst2, _env_file=None)  # type: ignore[call-arg]
+    store = VariantStore(settings.store_dir)
+    _publish_bench(store, "baseline-fp32", tiny_model_dir, "torch", "fp32")
+    int8_dir = root / "int8"
+    int8_dir.mkdir()
+    quantize_dynamic_int8(tiny_model_dir, int8_dir)
+    _publish_bench(store, "pruned-int8", int8_dir, "onnxruntime", "int8")
+    return settings
+
+
+@pytest.fixture(scope="session")
+def benchmarked(bench_settings: Settings) -> tuple[Settings, str]:
+    """The tiny family after one benchmark job, run through the plain functions the tasks call."""
+    from slimbert.benchmark.jobs import aggregate_benchmark, execute_benchmark_device, plan_benchmark
+    from slimbert.benchmark.runner import BenchmarkSpec
+    from slimbert.jobs import JobStore
+
+    jobs = JobStore(bench_settings.job_dir)
+    spec = BenchmarkSpec(family=BENCH_FAMILY, batch_sizes=[1, 2], runs=3, warmup=1, peak_memory=False)
+    job_id, devices = plan_benchmark(bench_settings, spec, {"cpu"}, jobs)
+    assert devices == ["cpu"]
+    results = [execute_benchmark_device(bench_settings, job_id, d, queue=d, worker="test") for d in devices]
+    run_id = aggregate_benchmark(bench_settings, job_id, results)["run_id"]
+    assert jobs.get(job_id).state == "succeeded"
+    return bench_settings, run_id

@@ -2,45 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 from slimbert.benchmark.runner import BenchmarkSpec, not_runnable_reason, run_device_benchmark
-from slimbert.compression.onnx_int8 import quantize_dynamic_int8
 from slimbert.config import Settings
-from slimbert.store.manifest import Technique, VariantManifest
 from slimbert.store.store import VariantStore
-
-FAMILY = "tiny-bench"
-
-
-def _publish(store: VariantStore, variant: str, src: Path, runtime: str, precision: str) -> VariantManifest:
-    with store.staging(FAMILY, variant) as staged:
-        shutil.copytree(src, staged, dirs_exist_ok=True)
-        return store.publish(staged, VariantManifest(
-            family=FAMILY, variant=variant, runtime=runtime, precision=precision,  # type: ignore[arg-type]
-            base_model_id="tiny", technique=Technique(name="test"), labels={0: "negative", 1: "positive"},
-            num_parameters=1000, num_layers=3))
-
-
-@pytest.fixture(scope="module")
-def bench_settings(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Settings:
-    root = tmp_path_factory.mktemp("bench")
-    sst2 = root / "sst2"
-    sst2.mkdir()
-    rows = ["sentence\tlabel"] + [f"{w} movie , truly {w} .\t{i % 2}" for i, w in
-                                  enumerate(["great", "awful", "fine", "dull", "moving", "boring"] * 4)]
-    (sst2 / "dev.tsv").write_text("\n".join(rows) + "\n")
-    settings = Settings(store_dir=root / "store", sst2_dir=sst2, _env_file=None)  # type: ignore[call-arg]
-    store = VariantStore(settings.store_dir)
-    _publish(store, "baseline-fp32", tiny_model_dir, "torch", "fp32")
-    int8_dir = root / "int8"
-    int8_dir.mkdir()
-    quantize_dynamic_int8(tiny_model_dir, int8_dir)
-    _publish(store, "pruned-int8", int8_dir, "onnxruntime", "int8")
-    return settings
+from tests.conftest import BENCH_FAMILY as FAMILY
 
 
 def test_cpu_run_measures_every_variant(bench_settings: Settings) -> None:
@@ -92,7 +59,7 @@ def test_spec_validation(bad: dict[str, object]) -> None:
         BenchmarkSpec.model_validate({"family": FAMILY, **bad})
 
 
-def test_benchmark_job_report_in_every_format(bench_settings: Settings) -> None:
+def test_benchmark_job_report_in_every_format(benchmarked: tuple[Settings, str]) -> None:
     """The plain job functions (as the Celery tasks call them) store a run; every format agrees."""
     import csv
     import io
@@ -102,16 +69,7 @@ def test_benchmark_job_report_in_every_format(bench_settings: Settings) -> None:
     from fastapi.testclient import TestClient
 
     from app.main import create_app
-    from slimbert.benchmark.jobs import aggregate_benchmark, execute_benchmark_device, plan_benchmark
-    from slimbert.jobs import JobStore
-
-    jobs = JobStore(bench_settings.job_dir)
-    spec = BenchmarkSpec(family=FAMILY, batch_sizes=[1, 2], runs=3, warmup=1, peak_memory=False)
-    job_id, devices = plan_benchmark(bench_settings, spec, {"cpu"}, jobs)
-    assert devices == ["cpu"]
-    results = [execute_benchmark_device(bench_settings, job_id, d, queue=d, worker="test") for d in devices]
-    run_id = aggregate_benchmark(bench_settings, job_id, results)["run_id"]
-    assert jobs.get(job_id).state == "succeeded"
+    bench_settings, run_id = benchmarked
     assert VariantStore(bench_settings.store_dir).latest_report(FAMILY)["run_id"] == run_id  # type: ignore[index]
 
     with TestClient(create_app(bench_settings)) as client:
