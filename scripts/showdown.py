@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from slimbert.config import get_settings  # noqa: E402
 from slimbert.report.render import to_csv, to_markdown  # noqa: E402
-from slimbert.report.showdown import build_showdown  # noqa: E402
+from slimbert.report.showdown import autotune_summary, build_showdown  # noqa: E402
 from slimbert.store.store import VariantStore  # noqa: E402
 
 
@@ -29,6 +29,7 @@ def main() -> int:
     family = args.family or store.newest_family()
     report = build_showdown(family, store.manifests(family), store.latest_report(family),
                             batch_size=args.batch_size, gate=args.gate)
+    report["autotune"] = autotune_summary(store.latest_report(family, kind="autotune"))
     if args.format == "json":
         print(json.dumps(report, indent=1))
     else:

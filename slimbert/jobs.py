@@ -39,7 +39,7 @@ class StageRecord(BaseModel):
 
 class JobRecord(BaseModel):
     id: str
-    kind: Literal["compress", "benchmark"] = "compress"
+    kind: Literal["compress", "benchmark", "autotune"] = "compress"
     state: JobState = "queued"
     stage: str | None = None
     progress: float = Field(default=0.0, ge=0.0, le=100.0)

@@ -19,6 +19,7 @@ TASK_COMPRESS = "slimbert.compress"
 # A benchmark job is a chord: one device task per device, then one aggregate task on cpu.
 TASK_BENCHMARK_DEVICE = "slimbert.benchmark.device"
 TASK_BENCHMARK_AGGREGATE = "slimbert.benchmark.aggregate"
+TASK_AUTOTUNE = "slimbert.autotune"
 
 # A custom remote-control command each worker answers with its capabilities and queues.
 CONTROL_CAPABILITIES = "slimbert_capabilities"

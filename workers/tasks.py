@@ -8,6 +8,7 @@ from typing import Any
 from celery import Task, chord
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from slimbert.autotune import execute_autotune_job
 from slimbert.benchmark.jobs import aggregate_benchmark, execute_benchmark_device, plan_benchmark
 from slimbert.benchmark.runner import BenchmarkSpec
 from slimbert.config import get_settings
@@ -16,6 +17,7 @@ from slimbert.jobs import JobRecord, JobStore
 from slimbert.tasks import (
     CONTROL_CAPABILITIES,
     QUEUE_CPU,
+    TASK_AUTOTUNE,
     TASK_BENCHMARK_AGGREGATE,
     TASK_BENCHMARK_DEVICE,
     TASK_COMPRESS,
@@ -65,6 +67,12 @@ def compress(self: Task, job_id: str) -> dict[str, Any]:
     queue, worker = _where(self)
     return execute_compress_job(get_settings(), job_id, queue=queue, worker=worker,
                                 on_success=lambda record: _follow_up_benchmark(record, queue))
+
+
+@app.task(name=TASK_AUTOTUNE, bind=True, acks_late=True, reject_on_worker_lost=True, **_RETRY)
+def autotune(self: Task, job_id: str) -> dict[str, Any]:
+    queue, worker = _where(self)
+    return execute_autotune_job(get_settings(), job_id, queue=queue, worker=worker)
 
 
 @app.task(name=TASK_BENCHMARK_DEVICE, bind=True, acks_late=True, reject_on_worker_lost=True, **_RETRY)

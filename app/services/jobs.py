@@ -6,13 +6,15 @@ from pydantic import ValidationError
 
 from app.schemas import CompressRequest
 from app.services.queue import QueueClient
+from slimbert.autotune import AutotuneSpec
 from slimbert.benchmark.jobs import plan_benchmark
 from slimbert.benchmark.runner import BenchmarkSpec
 from slimbert.compression.recipe import build_recipe
 from slimbert.config import Settings
 from slimbert.errors import InvalidRecipe
 from slimbert.jobs import TERMINAL, JobRecord, JobStore, utcnow
-from slimbert.tasks import TASK_COMPRESS
+from slimbert.store.store import VariantStore
+from slimbert.tasks import QUEUE_CPU, TASK_AUTOTUNE, TASK_COMPRESS
 
 
 def submit_compress(
@@ -70,6 +72,17 @@ def submit_benchmark(spec: BenchmarkSpec, settings: Settings, jobs: JobStore, qu
     job_id, devices = plan_benchmark(settings, spec, queue.live_queues(), jobs)
     queue.send_benchmark(job_id, devices)
     return jobs.get(job_id)
+
+
+def submit_autotune(spec: AutotuneSpec, store: VariantStore, jobs: JobStore, queue: QueueClient) -> JobRecord:
+    """The search runs on the cpu queue: its target is CPU serving."""
+    store.manifest(spec.family, "baseline-fp32")  # 404 naming what exists when the family is not fine-tuned
+    queue.require_redis()
+    record = JobRecord(id=jobs.new_id(), kind="autotune", queue=QUEUE_CPU, family=spec.family,
+                       request={"spec": spec.model_dump(mode="json")})
+    jobs.save(record)
+    queue.send(TASK_AUTOTUNE, record.id, QUEUE_CPU)
+    return record
 
 
 def cancel_job(job_id: str, jobs: JobStore, queue: QueueClient) -> JobRecord:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from slimbert.errors import NotFound
 from slimbert.report.figures import CHARTS, chart
 from slimbert.report.render import to_csv, to_html, to_markdown
-from slimbert.report.showdown import build_showdown
+from slimbert.report.showdown import autotune_summary, build_showdown
 from slimbert.store.store import VariantStore
 
 
@@ -16,7 +16,9 @@ def showdown(store: VariantStore, family: str | None, batch_size: int, gate: flo
     manifests = store.manifests(fam)
     if not manifests:
         raise NotFound(f"family {fam} has no variants", hint=f"families: {', '.join(store.families())}")
-    return build_showdown(fam, manifests, store.latest_report(fam), batch_size=batch_size, gate=gate)
+    report = build_showdown(fam, manifests, store.latest_report(fam), batch_size=batch_size, gate=gate)
+    report["autotune"] = autotune_summary(store.latest_report(fam, kind="autotune"))
+    return report
 
 
 def render(report: dict[str, Any], store: VariantStore, fmt: str) -> str:

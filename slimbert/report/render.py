@@ -100,7 +100,20 @@ def to_markdown(report: dict[str, Any]) -> str:
         item = rec[key]
         lines.append(f"- {key}: " + (item["variant"] if "variant" in item else f"N/A ({item['na']})"))
     lines.append(f"- Pareto frontier, CPU accuracy vs latency: {', '.join(report['pareto_cpu']) or 'N/A'}")
+    lines += autotune_lines(report.get("autotune"))
     return "\n".join(lines) + "\n"
+
+
+def autotune_lines(tune: dict[str, Any] | None) -> list[str]:
+    if not tune:
+        return []
+    out = ["", f"Autotune run {tune['run_id']}: winner {tune['winner'] or 'none'} -> variant {tune['variant'] or '-'} "
+           f"({tune['target']} at batch {tune['batch_size']}, cost {tune['cost_vs_baseline']} x baseline; "
+           f"gate threshold {tune['threshold']}; stopped: {tune['stopped']})", "",
+           "| candidate | verdict | dev accuracy | cost vs baseline |", "|---|---|---|---|"]
+    out += [f"| {e['candidate']} | {e['verdict']} | {e['dev_accuracy'] if e['dev_accuracy'] is not None else '-'} "
+            f"| {e['cost_vs_baseline'] if e['cost_vs_baseline'] is not None else '-'} |" for e in tune["trail"]]
+    return out
 
 
 def to_csv(report: dict[str, Any]) -> str:
@@ -149,6 +162,7 @@ figure {{ display: inline-block; margin: 1rem; vertical-align: top; }} figure sv
 <ul class="reasons">{notes}</ul>
 <h2>Recommendations</h2><p>{esc(rec['rule'])}</p><ul>{recs}</ul>
 <p>Pareto frontier (CPU accuracy vs latency): {esc(', '.join(report['pareto_cpu']) or 'N/A')}</p>
+<h2>Autotune</h2><pre>{esc(chr(10).join(autotune_lines(report.get("autotune"))) or "no autotune run yet")}</pre>
 <h2>Charts</h2><div id="charts">{figures}</div>
 </body></html>
 """

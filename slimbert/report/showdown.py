@@ -129,3 +129,17 @@ def _recommend(rows: list[dict[str, Any]], gate: float) -> dict[str, Any]:
     out["smallest"] = {"variant": small["variant"], "size_mb": small["size_mb"]} if small else {"na": "no baseline"}
     out["rule"] = f"accuracy >= {gate:.0%} of {BASELINE} on the same device; fastest p50 wins"
     return out
+
+
+def autotune_summary(run: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The winner and the trail of the newest autotune run, for the report."""
+    if run is None:
+        return None
+    trail = [{"candidate": e["candidate"], "verdict": e.get("verdict") or f"skipped: {e.get('skipped')}",
+              "dev_accuracy": (e.get("dev") or e.get("screen") or {}).get("accuracy"),
+              "cost_vs_baseline": e.get("cost_vs_baseline")} for e in run.get("trail", [])]
+    best = run.get("best") or {}
+    return {"run_id": run["run_id"], "created_at": run["created_at"], "variant": run.get("variant"),
+            "winner": best.get("candidate"), "cost_vs_baseline": best.get("cost_vs_baseline"),
+            "target": run["spec"]["target"], "batch_size": run["spec"]["batch_size"],
+            "threshold": run.get("threshold"), "stopped": run.get("stopped"), "trail": trail}

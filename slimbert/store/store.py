@@ -171,8 +171,9 @@ class VariantStore:
         runs = [json.loads(p.read_text()) for p in folder.glob("*.json")] if folder.is_dir() else []
         return sorted(runs, key=lambda r: str(r.get("created_at", "")))
 
-    def latest_report(self, family: str) -> dict[str, Any] | None:
-        runs = self.reports(family)
+    def latest_report(self, family: str, kind: str = "benchmark") -> dict[str, Any] | None:
+        """The newest run of ``kind`` ('benchmark' or 'autotune')."""
+        runs = [r for r in self.reports(family) if r.get("kind", "benchmark") == kind]
         return runs[-1] if runs else None
 
     # --- reading -----------------------------------------------------------------------------

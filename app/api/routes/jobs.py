@@ -4,9 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
 
-from app.api.deps import JobsDep, QueueDep, SettingsDep, require
+from app.api.deps import JobsDep, QueueDep, SettingsDep, StoreDep, require
 from app.schemas import CompressRequest, JobAccepted
-from app.services.jobs import cancel_job, submit_benchmark, submit_compress
+from app.services.jobs import cancel_job, submit_autotune, submit_benchmark, submit_compress
+from slimbert.autotune import AutotuneSpec
 from slimbert.benchmark.runner import BenchmarkSpec
 from slimbert.jobs import JobRecord
 
@@ -27,6 +28,13 @@ def compress(
 def benchmark(body: BenchmarkSpec, request: Request, settings: SettingsDep, jobs: JobsDep, queue: QueueDep
               ) -> JobAccepted:
     record = submit_benchmark(body, settings, jobs, queue)
+    return JobAccepted(job_id=record.id, status_url=str(request.url_for("get_job", job_id=record.id)),
+                       queue=record.queue or "")
+
+
+@router.post("/autotune", status_code=202, response_model=JobAccepted, dependencies=[require("admin")])
+def autotune(body: AutotuneSpec, request: Request, store: StoreDep, jobs: JobsDep, queue: QueueDep) -> JobAccepted:
+    record = submit_autotune(body, store, jobs, queue)
     return JobAccepted(job_id=record.id, status_url=str(request.url_for("get_job", job_id=record.id)),
                        queue=record.queue or "")
 

@@ -1,0 +1,40 @@
+"""Classifying many texts fast: length bucketing so each batch pads only to its own longest text.
+
+SST-2 sentences average about 25 tokens; padding them all to 128 spends most of the compute on
+padding. Sorting by length first makes neighbours in a batch about the same length.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from slimbert.inference.predictor import Predictor
+
+
+@dataclass
+class DatasetRun:
+    label_ids: list[int]
+    seconds: float
+    tokenize_ms: float
+    model_ms: float
+
+
+def classify_all(predictor: Predictor, texts: Sequence[str], *, batch_size: int = 32, bucket: bool = True
+                 ) -> DatasetRun:
+    """Label ids for ``texts`` in their original order; wall time includes tokenization."""
+    start = time.perf_counter()
+    # Character length is a cheap, good proxy for token length, and avoids tokenizing twice.
+    order = np.argsort([len(t) for t in texts], kind="stable") if bucket else np.arange(len(texts))
+    labels = np.empty(len(texts), dtype=np.int64)
+    tok_ms = model_ms = 0.0
+    for i in range(0, len(texts), batch_size):
+        idx = order[i : i + batch_size]
+        out = predictor.predict([texts[j] for j in idx])
+        labels[idx] = [p.label_id for p in out.predictions]
+        tok_ms += out.tokenize_ms
+        model_ms += out.model_ms
+    return DatasetRun(labels.tolist(), time.perf_counter() - start, tok_ms, model_ms)
