@@ -63,6 +63,17 @@ def follow(client: httpx.Client, job_id: str) -> dict[str, Any]:
             time.sleep(1)
 
 
+def write_results(args: argparse.Namespace, family: str, wall: float, client: httpx.Client) -> None:
+    from slimbert.report.results import section, write_section
+    from slimbert.store.manifest import VariantManifest
+
+    manifests = [VariantManifest.model_validate(m) for m in client.get("/variants", params={"family": family}).json()]
+    report = client.get("/reports/showdown", params={"family": family}).json()
+    command = f"./run.sh up --exit-when-done --preset {args.preset} --write-results {args.write_results}"
+    write_section(args.write_results, args.preset, section(args.preset, command, manifests, report, wall))
+    print(f"wrote the {args.preset} section of {args.write_results}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--preset", default="quick")
@@ -70,6 +81,8 @@ def main() -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--exit-when-done", action="store_true", help="stop the stack after the prediction")
+    parser.add_argument("--write-results", type=Path, default=None, metavar="FILE",
+                        help="write this run's section (variants, showdown, recipe) into FILE, e.g. docs/RESULTS.md")
     args = parser.parse_args()
 
     settings = get_settings()
@@ -130,6 +143,8 @@ def main() -> int:
                     print(f"benchmark {bench['state']}: {bench.get('error')}")
             print()
             print(client.get("/reports/showdown", params={"family": job["family"], "format": "markdown"}).text)
+            if args.write_results:
+                write_results(args, job["family"], wall, client)
             # The first request loads the variant into the cache; time the second, warm one.
             client.post("/predict", params={"family": job["family"]}, json={"text": SAMPLE}).raise_for_status()
             body = client.post("/predict", params={"family": job["family"]}, json={"text": SAMPLE}).json()
