@@ -9,6 +9,7 @@ has a single file name to open.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import platform
 import shutil
@@ -137,6 +138,20 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path) -> Path:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if _has_ffn_widths(Path(model_dir)):
+        # from_pretrained cannot rebuild per-layer FFN widths: build the model ourselves and export it.
+        from optimum.exporters.onnx import onnx_export_from_model
+        from transformers import AutoModelForSequenceClassification
+
+        from slimbert.compression.layers import from_pretrained_pruned
+
+        model = from_pretrained_pruned(AutoModelForSequenceClassification, model_dir)
+        onnx_export_from_model(model, out, task="text-classification", do_validation=False)
+        path = out / ONNX_FILE
+        if not path.is_file():
+            raise RuntimeError(f"optimum export did not write {path}")
+        logger.info("exported FFN-pruned %s to %s", model_dir, path)
+        return path
     # Validation is left to the tests (logits within 1e-4 of torch); it would double the export time.
     main_export(
         str(model_dir),
@@ -150,6 +165,13 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path) -> Path:
         raise RuntimeError(f"optimum export did not write {path}")
     logger.info("exported %s to %s", model_dir, path)
     return path
+
+
+def _has_ffn_widths(model_dir: Path) -> bool:
+    from slimbert.compression.layers import INTERMEDIATE_SIZES_ATTR
+
+    config = model_dir / "config.json"
+    return config.is_file() and bool(json.loads(config.read_text()).get(INTERMEDIATE_SIZES_ATTR))
 
 
 def optimize_transformer_graph(onnx_path: Path, config: Any) -> dict[str, int]:

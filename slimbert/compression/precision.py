@@ -140,13 +140,17 @@ def to_half(model_dir: str | Path, out_dir: str | Path, dtype: Literal["bf16", "
     """Save the checkpoint with every weight in bf16 or fp16 (torch runtime).
 
     bf16 is the CPU choice when ``cpu_supports_bf16()``; fp16 is for CUDA (CPU fp16 matmuls are slow).
-    Reload with ``from_pretrained(out_dir, dtype="auto")`` to keep the stored dtype.
+    Reload with ``from_pretrained(out_dir, dtype="auto")`` (or ``layers.from_pretrained_pruned(..., dtype=...)``
+    for FFN-pruned models) to keep the stored dtype.
     """
     from transformers import AutoModelForSequenceClassification
 
+    from slimbert.compression.layers import from_pretrained_pruned
+
     torch_dtype = _dtype(dtype, ("bf16", "fp16"))
     out = prepare_out_dir(out_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch_dtype)
+    # from_pretrained_pruned: head-, layer- and FFN-pruned checkpoints keep their shapes.
+    model = from_pretrained_pruned(AutoModelForSequenceClassification, model_dir, dtype=torch_dtype)
     model.save_pretrained(out)
     copy_tokenizer_files(Path(model_dir), out)
     params = {"dtype": str(torch_dtype).removeprefix("torch."), "load_kwargs": {"dtype": "auto"}}

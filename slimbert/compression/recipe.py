@@ -1,57 +1,266 @@
-"""The typed compression recipe, validated up front, with named presets."""
+"""The typed compression recipe, validated up front, with named presets.
+
+Stages run in this order, each optional: fine-tune the baseline, layer sensitivity, structured layer
+pruning (with optional distillation), attention-head and FFN-neuron pruning, then precision variants
+of chosen fp32 variants. Every variant's manifest carries the recipe with every default resolved
+(``Recipe.model_dump()``), so any variant can be rebuilt from it.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from slimbert.compression.distill import DistillationSchedule
 from slimbert.compression.finetune import FinetuneConfig
+from slimbert.compression.schedules import Schedule
 from slimbert.store.manifest import NAME_PATTERN
 
 LayerStrategy = Literal["sensitivity", "top", "alternate"]
-PresetName = Literal["quick", "tiny"]
+PresetName = Literal["quick", "study", "max-cpu", "tiny", "every-stage-tiny"]
+FP32_VARIANTS: tuple[str, ...] = ("baseline-fp32", "pruned-fp32", "heads-fp32")
+# "final" is the most compressed fp32 variant the recipe makes; "all" is every fp32 variant it makes.
+PrecisionTarget = Literal["final", "all", "baseline-fp32", "pruned-fp32", "heads-fp32"]
+DEFAULT_DROP = 2
 
 
-class LayerPruning(BaseModel):
-    """Physical removal of encoder layers, followed by a short re-finetune."""
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainConfig(FinetuneConfig):
+    """``FinetuneConfig`` that refuses unknown keys (a typo must not silently fall back to a default)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    drop: int = Field(default=2, ge=1, le=47, description="how many encoder layers to remove")
+
+class TemperatureRamp(_Strict):
+    start: float = Field(default=10.0, gt=0, le=100)
+    end: float = Field(default=2.0, gt=0, le=100)
+
+
+class AlphaRamp(_Strict):
+    start: float = Field(default=0.9, ge=0, le=1)
+    end: float = Field(default=0.2, ge=0, le=1)
+
+
+class Distillation(_Strict):
+    """Knowledge distillation from the fine-tuned baseline (teacher) during a training run.
+
+    Temperature and alpha (the weight of the soft loss) move linearly from ``start`` to ``end``.
+    """
+
+    temperature: TemperatureRamp = Field(default_factory=TemperatureRamp)
+    alpha: AlphaRamp = Field(default_factory=AlphaRamp)
+
+    def schedule(self) -> DistillationSchedule:
+        return DistillationSchedule(
+            Schedule(self.temperature.start, self.temperature.end), Schedule(self.alpha.start, self.alpha.end)
+        )
+
+
+class Sensitivity(_Strict):
+    """Layer sensitivity by ablation: drop each encoder layer alone and measure the dev accuracy."""
+
+    enabled: bool = True
+
+
+class LayerPruning(_Strict):
+    """Physical removal of encoder layers, then a re-finetune (optionally distilled from the baseline).
+
+    Give ``target_layers`` (the depth to reach) or ``drop`` (how many to remove), not both;
+    with neither, ``drop`` is 2.
+    """
+
+    drop: int | None = Field(default=None, ge=1, le=47, description="how many encoder layers to remove")
+    target_layers: int | None = Field(default=None, ge=1, le=47, description="encoder depth to reach")
     strategy: LayerStrategy = "sensitivity"
-    refinetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    refinetune: TrainConfig = Field(default_factory=TrainConfig)
+    distill: Distillation | None = None
+
+    @model_validator(mode="after")
+    def _drop_or_target(self) -> LayerPruning:
+        if self.drop is not None and self.target_layers is not None:
+            raise ValueError("give layer_pruning.drop or layer_pruning.target_layers, not both")
+        if self.drop is None and self.target_layers is None:
+            self.drop = DEFAULT_DROP
+        return self
+
+    def count_to_drop(self, num_layers: int) -> int:
+        """Layers to remove from a ``num_layers``-deep encoder; ValueError when impossible."""
+        count = self.drop if self.drop is not None else num_layers - (self.target_layers or num_layers)
+        if not 1 <= count <= num_layers - 1:
+            asked = f"drop={self.drop}" if self.drop is not None else f"target_layers={self.target_layers}"
+            raise ValueError(
+                f"layer_pruning.{asked} is impossible for a model with {num_layers} encoder layers: "
+                f"drop between 1 and {num_layers - 1} (target_layers between 1 and {num_layers - 1})"
+            )
+        return count
 
 
-class Int8Dynamic(BaseModel):
-    """ONNX Runtime dynamic INT8 of the pruned model."""
+class PruneSchedule(_Strict):
+    """When pruning happens inside the pruning run, as fractions of its training steps."""
 
-    model_config = ConfigDict(extra="forbid")
+    kind: Literal["cubic", "linear", "cosine"] = "cubic"
+    start: float = Field(default=0.0, ge=0, lt=1)
+    end: float = Field(default=0.7, gt=0, le=1)
+    prune_every: int = Field(default=25, ge=1, le=100_000, description="steps between pruning events")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PruneSchedule:
+        if self.end <= self.start:
+            raise ValueError(f"schedule.end ({self.end}) must be greater than schedule.start ({self.start})")
+        return self
+
+
+class HeadFfnPruning(_Strict):
+    """Attention heads and FFN neurons removed gradually (cubic sparsity) while training, then recovery.
+
+    ``train`` is the run during which the pruner acts (early stopping does not apply while shapes change);
+    ``recovery`` is an ordinary fine-tune afterwards. Applied to the layer-pruned model when there is one.
+    """
+
+    head_sparsity: float = Field(default=0.25, ge=0, le=0.9, description="fraction of heads to remove")
+    ffn_sparsity: float = Field(default=0.4, ge=0, le=0.9, description="fraction of FFN neurons to remove")
+    ffn_method: Literal["weight_norm", "gradient"] = "weight_norm"
+    ffn_scope: Literal["per_layer", "global"] = "per_layer"
+    schedule: PruneSchedule = Field(default_factory=PruneSchedule)
+    importance_batches: int = Field(default=8, ge=1, le=256, description="batches per importance estimate")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    recovery: TrainConfig | None = Field(default_factory=TrainConfig)
+    distill: Distillation | None = None
+
+    @model_validator(mode="after")
+    def _something_to_prune(self) -> HeadFfnPruning:
+        if self.head_sparsity == 0 and self.ffn_sparsity == 0:
+            raise ValueError("head_ffn_pruning needs head_sparsity > 0 or ffn_sparsity > 0 (or set it to null)")
+        return self
+
+
+class HalfPrecision(_Strict):
+    """16-bit torch weights. ``auto``: fp16 on a GPU worker, bf16 on a CPU with native bf16, else skipped."""
+
+    dtype: Literal["auto", "bf16", "fp16"] = "auto"
+
+
+class Int8Dynamic(_Strict):
+    """ONNX Runtime dynamic INT8 (weights int8, activations quantized per batch at run time)."""
 
     per_channel: bool = False
     isa: Literal["auto", "avx512_vnni", "avx2", "arm64"] = "auto"
+    optimize: bool = Field(default=False, description="fuse attention/LayerNorm/GELU before quantizing")
 
 
-class Recipe(BaseModel):
+class Int8Static(_Strict):
+    """ONNX Runtime static INT8: activation ranges calibrated on SST-2 train sentences."""
+
+    calibration_samples: int = Field(default=256, ge=8, le=4096)
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    per_channel: bool = False
+
+
+class Int8Qat(_Strict):
+    """INT8 quantization-aware fine-tuning, exported as ONNX Runtime dynamic INT8."""
+
+    steps: int = Field(default=200, ge=1, le=20_000)
+    lr: float = Field(default=2e-5, gt=0, le=1e-2)
+    batch_size: int = Field(default=32, ge=1, le=512)
+    max_length: int = Field(default=64, ge=8, le=512)
+
+
+class Int4Nf4(_Strict):
+    """bitsandbytes NF4 weights for the encoder's Linear layers (the classifier stays fp32)."""
+
+    compute_dtype: Literal["bf16", "fp32"] = "bf16"
+
+
+class Precision(_Strict):
+    """Precision variants of chosen fp32 variants, named ``{structure}-{precision}`` (pruned-int8, ...)."""
+
+    targets: list[PrecisionTarget] = Field(default_factory=lambda: list[PrecisionTarget](["final"]), min_length=1)
+    fp16_bf16: HalfPrecision | None = None
+    int8_dynamic: Int8Dynamic | None = Field(default_factory=Int8Dynamic)
+    int8_static: Int8Static | None = None
+    int8_qat: Int8Qat | None = None
+    int4_nf4: Int4Nf4 | None = None
+
+    @model_validator(mode="after")
+    def _some_method(self) -> Precision:
+        if not any((self.fp16_bf16, self.int8_dynamic, self.int8_static, self.int8_qat, self.int4_nf4)):
+            raise ValueError(
+                "precision enables no method: set one of fp16_bf16, int8_dynamic, int8_static, int8_qat, "
+                "int4_nf4 (or set precision to null)"
+            )
+        return self
+
+
+class Recipe(_Strict):
     """Everything a compression job does, with every default resolved."""
-
-    model_config = ConfigDict(extra="forbid")
 
     base_model: str = "sentence-transformers/all-MiniLM-L6-v2"
     family: str | None = Field(default=None, pattern=NAME_PATTERN)
     train_examples: int | None = Field(default=8000, ge=8, description="SST-2 train subset; null = all")
     dev_examples: int | None = Field(default=None, ge=8, description="SST-2 dev subset; null = all 872")
     data_seed: int = 0
-    finetune: FinetuneConfig | None = Field(default_factory=FinetuneConfig)
+    finetune: TrainConfig | None = Field(default_factory=TrainConfig)
+    sensitivity: Sensitivity = Field(default_factory=Sensitivity)
     layer_pruning: LayerPruning | None = Field(default_factory=LayerPruning)
-    int8_dynamic: Int8Dynamic | None = Field(default_factory=Int8Dynamic)
+    head_ffn_pruning: HeadFfnPruning | None = None
+    precision: Precision | None = Field(default_factory=Precision)
     eval_max_length: int = Field(default=128, ge=8, le=512)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_int8(cls, data: Any) -> Any:
+        # Recipes before the precision stage had a top-level int8_dynamic; queued records may still do.
+        if isinstance(data, dict) and "int8_dynamic" in data and "precision" not in data:
+            data = dict(data)
+            legacy = data.pop("int8_dynamic")
+            data["precision"] = None if legacy is None else {"int8_dynamic": legacy}
+        return data
+
     @model_validator(mode="after")
-    def _int8_needs_source(self) -> Recipe:
-        if self.int8_dynamic is not None and self.layer_pruning is None and self.finetune is None:
-            raise ValueError("int8_dynamic needs a trained model: enable finetune or layer_pruning")
+    def _combinations(self) -> Recipe:
+        lp = self.layer_pruning
+        if lp is not None and lp.strategy == "sensitivity" and not self.sensitivity.enabled:
+            raise ValueError(
+                "layer_pruning.strategy 'sensitivity' needs sensitivity.enabled=true; "
+                "or use strategy 'top' or 'alternate'"
+            )
+        if self.precision is not None:
+            if self.finetune is None and lp is None and self.head_ffn_pruning is None:
+                raise ValueError("precision needs a trained model: enable finetune, layer_pruning or head_ffn_pruning")
+            made = self.fp32_variants()
+            missing = [t for t in self.precision.targets if t not in ("final", "all") and t not in made]
+            if missing:
+                raise ValueError(
+                    f"precision.targets {missing} are not made by this recipe; it makes {list(made)} "
+                    "(pruned-fp32 needs layer_pruning, heads-fp32 needs head_ffn_pruning), or use 'final' / 'all'"
+                )
         return self
+
+    def fp32_variants(self) -> list[str]:
+        """The fp32 variants this recipe publishes, in the order it makes them."""
+        made = ["baseline-fp32"]
+        if self.layer_pruning is not None:
+            made.append("pruned-fp32")
+        if self.head_ffn_pruning is not None:
+            made.append("heads-fp32")
+        return made
+
+    def precision_targets(self) -> list[str]:
+        """The fp32 variants that get precision variants, resolved from 'final' / 'all', in order."""
+        if self.precision is None:
+            return []
+        made = self.fp32_variants()
+        chosen: set[str] = set()
+        for target in self.precision.targets:
+            chosen.update(made if target == "all" else [made[-1]] if target == "final" else [target])
+        return [v for v in made if v in chosen]
+
+    def uses_sensitivity(self) -> bool:
+        return self.sensitivity.enabled
 
     def family_name(self) -> str:
         """The family directory: given, or derived from the base model's name."""
@@ -62,35 +271,106 @@ class Recipe(BaseModel):
         return f"{safe[:56] or 'model'}-sst2"
 
 
-PRESETS: dict[str, dict[str, object]] = {
-    # The embedded MiniLM in a few minutes on 2 cores.
+_TINY_TRAIN = {"epochs": 1, "batch_size": 16, "max_length": 32}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The README's default job: embedded MiniLM, 8000 sentences, 1 epoch, drop 2 layers by sensitivity,
+    # re-finetune, ONNX Runtime dynamic INT8 of the pruned model. About 5-10 minutes on 2 cores.
     "quick": {},
+    # The compression studies' plan on MiniLM: a longer fine-tune (all of SST-2 train, up to 3 epochs, early
+    # stopping) aiming at >= 0.88 dev accuracy, sensitivity ranking, 6 -> 4 layers re-finetuned with
+    # distillation, head/FFN pruning (25% of heads, 40% of FFN neurons: ~35% fewer encoder parameters) with
+    # distillation and recovery, then every precision of every fp32 variant. Hours on 2 cores.
+    "study": {
+        "train_examples": None,
+        "finetune": {"epochs": 3, "learning_rate": 5e-5, "batch_size": 32, "max_length": 64},
+        "sensitivity": {"enabled": True},
+        "layer_pruning": {
+            "target_layers": 4, "strategy": "sensitivity", "distill": {},
+            "refinetune": {"epochs": 2, "learning_rate": 5e-5, "batch_size": 32, "max_length": 64},
+        },
+        "head_ffn_pruning": {
+            "head_sparsity": 0.25, "ffn_sparsity": 0.4, "ffn_method": "gradient",
+            "schedule": {"kind": "cubic", "start": 0.0, "end": 0.7, "prune_every": 100},
+            "train": {"epochs": 1, "learning_rate": 5e-5, "batch_size": 32, "max_length": 64},
+            "recovery": {"epochs": 1, "learning_rate": 3e-5, "batch_size": 32, "max_length": 64},
+            "distill": {},
+        },
+        "precision": {
+            "targets": ["all"], "fp16_bf16": {"dtype": "auto"}, "int8_dynamic": {}, "int8_static": {},
+            "int8_qat": {}, "int4_nf4": {},
+        },
+    },
+    # The fastest CPU variant we expect within ~1 point of the baseline: 6 -> 4 layers (sensitivity),
+    # re-finetuned for 2 epochs with distillation, then ONNX Runtime dynamic INT8 of a fused graph
+    # (attention/LayerNorm/GELU fusion, VNNI preset). No head/FFN pruning: ragged head counts defeat the
+    # fused attention kernel, which buys more on CPU than the removed heads would.
+    "max-cpu": {
+        "train_examples": 20000,
+        "finetune": {"epochs": 2, "learning_rate": 1e-4, "batch_size": 32, "max_length": 64},
+        "layer_pruning": {
+            "target_layers": 4, "strategy": "sensitivity", "distill": {},
+            "refinetune": {"epochs": 2, "learning_rate": 1e-4, "batch_size": 32, "max_length": 64},
+        },
+        "precision": {"targets": ["final"], "int8_dynamic": {"optimize": True}},
+    },
     # For tests: a few dozen sentences, one short epoch each.
     "tiny": {
         "train_examples": 48,
         "dev_examples": 32,
-        "finetune": {"epochs": 1, "batch_size": 16, "max_length": 32},
-        "layer_pruning": {
-            "drop": 1, "strategy": "top", "refinetune": {"epochs": 1, "batch_size": 16, "max_length": 32},
+        "finetune": _TINY_TRAIN,
+        "sensitivity": {"enabled": False},
+        "layer_pruning": {"drop": 1, "strategy": "top", "refinetune": _TINY_TRAIN},
+    },
+    # For tests: every stage once on a tiny model, in well under a minute of compute.
+    "every-stage-tiny": {
+        "train_examples": 64,
+        "dev_examples": 32,
+        "finetune": _TINY_TRAIN,
+        "sensitivity": {"enabled": True},
+        "layer_pruning": {"drop": 1, "strategy": "sensitivity", "refinetune": _TINY_TRAIN, "distill": {}},
+        "head_ffn_pruning": {
+            "head_sparsity": 0.25, "ffn_sparsity": 0.5, "ffn_method": "gradient",
+            "schedule": {"start": 0.0, "end": 0.5, "prune_every": 1}, "importance_batches": 2,
+            "train": _TINY_TRAIN, "recovery": _TINY_TRAIN, "distill": {},
+        },
+        "precision": {
+            "targets": ["pruned-fp32", "heads-fp32"], "fp16_bf16": {}, "int8_dynamic": {"optimize": True},
+            "int8_static": {"calibration_samples": 16}, "int8_qat": {"steps": 4, "batch_size": 8, "max_length": 32},
+            "int4_nf4": {"compute_dtype": "fp32"},
         },
     },
 }
 
+# Keys of which a recipe gives one: an override that sets one clears the other from the preset.
+_EXCLUSIVE = {"layer_pruning": ("drop", "target_layers")}
 
-def build_recipe(preset: str | None = None, overrides: dict[str, object] | None = None) -> Recipe:
+
+def build_recipe(preset: str | None = None, overrides: dict[str, Any] | None = None) -> Recipe:
     """A preset's recipe with the caller's overrides merged on top (nested dicts merge)."""
     if preset is not None and preset not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
-    merged = _deep_merge(dict(PRESETS.get(preset or "quick", {})), overrides or {})
-    return Recipe.model_validate(merged)
+    base = _deep_merge({}, PRESETS.get(preset or "quick", {}))
+    extra = overrides or {}
+    for section, keys in _EXCLUSIVE.items():
+        given, preset_part = extra.get(section), base.get(section)
+        if isinstance(given, dict) and isinstance(preset_part, dict):
+            for key in keys:
+                if key in given:
+                    for other in keys:
+                        if other != key and other not in given:
+                            preset_part.pop(other, None)
+    return Recipe.model_validate(_deep_merge(base, extra))
 
 
-def _deep_merge(base: dict[str, object], extra: dict[str, object]) -> dict[str, object]:
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():
         current = out.get(key)
         if isinstance(current, dict) and isinstance(value, dict):
             out[key] = _deep_merge(current, value)
+        elif isinstance(value, dict):
+            out[key] = _deep_merge({}, value)
         else:
             out[key] = value
     return out

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import cast
 
 import torch
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from slimbert.errors import SlimBertError
-from slimbert.inference.predictor import OrtPredictor, Predictor, TorchPredictor
+from slimbert.inference.predictor import BnbPredictor, OrtPredictor, Predictor, TorchPredictor
 from slimbert.models import load_tokenizer
 from slimbert.store.manifest import VariantManifest
 
 log = logging.getLogger(__name__)
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+RUNTIMES = ("torch", "onnxruntime", "bitsandbytes")
 
 
 def _torch_device(device: str) -> str:
@@ -29,7 +31,13 @@ def _torch_device(device: str) -> str:
 def load_variant(
     manifest: VariantManifest, path: Path, device: str = "cpu", *, threads: int | None = None
 ) -> Predictor:
-    """Build the predictor the manifest's runtime calls for, on ``device`` ('cpu' or 'gpu')."""
+    """Build the predictor the manifest's runtime calls for, on ``device`` ('cpu' or 'gpu').
+
+    - ``onnxruntime``: ``model.onnx`` in a CPU session (INT8 variants);
+    - ``torch``: rebuilt with ``from_pretrained_pruned`` in the manifest's precision (fp32, bf16, fp16),
+      so head-, layer- and FFN-pruned checkpoints load with their own shapes;
+    - ``bitsandbytes``: NF4 weights through ``precision.load_nf4``.
+    """
     tokenizer = load_tokenizer(str(path))
     labels = {int(k): v for k, v in manifest.labels.items()}
     if manifest.runtime == "onnxruntime":
@@ -42,10 +50,22 @@ def load_variant(
         session = ort.InferenceSession(str(path / "model.onnx"), options, providers=["CPUExecutionProvider"])
         return OrtPredictor(session, tokenizer, labels)
     if manifest.runtime == "torch":
-        dtype = _DTYPES.get(manifest.precision, torch.float32)
-        model = AutoModelForSequenceClassification.from_pretrained(str(path), torch_dtype=dtype)
+        from slimbert.compression.layers import from_pretrained_pruned
+
+        if manifest.precision not in _DTYPES:
+            raise SlimBertError(
+                f"precision {manifest.precision!r} of {manifest.family}/{manifest.variant} is not a torch dtype",
+                hint=f"torch variants are one of: {', '.join(_DTYPES)}",
+            )
+        model = from_pretrained_pruned(AutoModelForSequenceClassification, path, dtype=_DTYPES[manifest.precision])
         return TorchPredictor(model, tokenizer, labels, device=_torch_device(device))
+    if manifest.runtime == "bitsandbytes":
+        from slimbert.compression.precision import load_nf4
+
+        torch_device = _torch_device(device)
+        model = cast(PreTrainedModel, load_nf4(path, torch_device))  # load_nf4 returns from_pretrained's model
+        return BnbPredictor(model, tokenizer, labels, device=torch_device)
     raise SlimBertError(
         f"runtime {manifest.runtime!r} of {manifest.family}/{manifest.variant} is not supported here",
-        hint="supported runtimes: torch, onnxruntime",
+        hint=f"supported runtimes: {', '.join(RUNTIMES)}",
     )

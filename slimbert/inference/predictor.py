@@ -1,4 +1,4 @@
-"""One predictor protocol with a torch and an ONNX Runtime implementation.
+"""One predictor protocol with torch, bitsandbytes and ONNX Runtime implementations.
 
 Tokenization is timed apart from the forward pass, so callers can report both.
 """
@@ -103,6 +103,25 @@ class TorchPredictor(_Base):
         model_ms = (time.perf_counter() - start) * 1000
         arr = logits.float().cpu().numpy()
         return BatchOutput(to_predictions(arr, self.labels), arr, tok_ms, model_ms)
+
+
+class BnbPredictor(TorchPredictor):
+    """A bitsandbytes 4-bit model: already placed by ``device_map`` (4-bit models refuse ``.to()``)."""
+
+    runtime = "bitsandbytes"
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        labels: dict[int, str],
+        *,
+        device: str = "cpu",
+        max_length: int = 128,
+    ) -> None:
+        _Base.__init__(self, tokenizer, labels, max_length)
+        self.device = device
+        self.model = model.eval()
 
 
 class OrtPredictor(_Base):

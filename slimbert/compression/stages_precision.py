@@ -1,0 +1,181 @@
+"""Precision stages: each fp32 target gets the recipe's precision variants, named ``{structure}-{precision}``.
+
+baseline-fp32 -> baseline-int8, pruned-fp32 -> pruned-int8 / pruned-int8-static / pruned-int8-qat /
+pruned-int4 / pruned-bf16, heads-fp32 -> heads-int8, ... Every variant is read from the published fp32
+variant on disk (so it is built from exactly what is served) and its accuracy is measured on its own
+runtime. A step that cannot run here is skipped with the reason, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+
+from slimbert.compression.layers import INTERMEDIATE_SIZES_ATTR
+from slimbert.compression.recipe import Recipe
+from slimbert.data import iter_batches
+from slimbert.store.manifest import Technique
+
+if TYPE_CHECKING:
+    from slimbert.compression.finetune import Progress
+    from slimbert.compression.onnx_int8 import PrecisionResult
+    from slimbert.compression.pipeline import Context
+
+log = logging.getLogger(__name__)
+
+Method = Literal["int8-dynamic", "int8-static", "int8-qat", "int4-nf4", "fp16-bf16"]
+# bitsandbytes' CPU 4-bit kernel packs weights in blocks of 64 input features.
+NF4_CPU_BLOCK = 64
+
+
+@dataclass(frozen=True)
+class PrecisionStep:
+    method: Method
+    source: str
+    variant: str
+
+    @property
+    def stage(self) -> str:
+        return f"{self.method}:{self.variant}"
+
+
+def half_dtype(recipe: Recipe, device: str) -> str:
+    """The 16-bit type a half-precision step makes: ``auto`` is fp16 on a GPU worker, bf16 elsewhere."""
+    assert recipe.precision is not None and recipe.precision.fp16_bf16 is not None
+    dtype = recipe.precision.fp16_bf16.dtype
+    return ("fp16" if device == "gpu" else "bf16") if dtype == "auto" else dtype
+
+
+def planned_precision(recipe: Recipe, device: str = "cpu") -> list[PrecisionStep]:
+    """Every precision step of the recipe, in run order (targets in the order they are made)."""
+    p = recipe.precision
+    if p is None:
+        return []
+    steps: list[PrecisionStep] = []
+    for source in recipe.precision_targets():
+        structure = source.removesuffix("-fp32")
+        if p.int8_dynamic:
+            steps.append(PrecisionStep("int8-dynamic", source, f"{structure}-int8"))
+        if p.int8_static:
+            steps.append(PrecisionStep("int8-static", source, f"{structure}-int8-static"))
+        if p.int8_qat:
+            steps.append(PrecisionStep("int8-qat", source, f"{structure}-int8-qat"))
+        if p.int4_nf4:
+            steps.append(PrecisionStep("int4-nf4", source, f"{structure}-int4"))
+        if p.fp16_bf16:
+            steps.append(PrecisionStep("fp16-bf16", source, f"{structure}-{half_dtype(recipe, device)}"))
+    return steps
+
+
+def _config(path: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((path / "config.json").read_text())
+    return loaded
+
+
+def has_pruned_heads(path: Path) -> bool:
+    return any(heads for heads in (_config(path).get("pruned_heads") or {}).values())
+
+
+def linear_input_widths(path: Path) -> set[int]:
+    """Input widths of the encoder and pooler Linear layers of a saved BERT-style checkpoint."""
+    cfg = _config(path)
+    hidden, heads, layers = int(cfg["hidden_size"]), int(cfg["num_attention_heads"]), int(cfg["num_hidden_layers"])
+    head_dim = hidden // heads
+    pruned = {int(k): len(v) for k, v in (cfg.get("pruned_heads") or {}).items()}
+    ffn = cfg.get(INTERMEDIATE_SIZES_ATTR) or [int(cfg["intermediate_size"])] * layers
+    widths = {hidden} | {int(w) for w in ffn}
+    widths |= {(heads - pruned.get(i, 0)) * head_dim for i in range(layers)}
+    return widths
+
+
+def cannot_run(ctx: Context, step: PrecisionStep) -> str | None:
+    """Why ``step`` cannot run in this job, or None when it can."""
+    from slimbert.compression.precision import cpu_supports_bf16
+
+    src = ctx.variant_dir(step.source)
+    if step.method == "fp16-bf16":
+        dtype = step.variant.rsplit("-", 1)[-1]
+        if dtype == "fp16" and ctx.device != "gpu":
+            return (f"fp16 needs a CUDA GPU worker and this job runs on {ctx.device} (CPU fp16 matmuls are slower "
+                    "than fp32); use dtype 'auto' or 'bf16', or submit with device 'gpu'")
+        if dtype == "bf16" and ctx.device != "gpu" and not cpu_supports_bf16():
+            return ("no CUDA GPU and this CPU has no native bf16 (avx512_bf16 / amx_bf16): bf16 would be slower "
+                    "than fp32 here")
+    if step.method == "int4-nf4":
+        cfg = _config(src)
+        sizes = cfg.get(INTERMEDIATE_SIZES_ATTR)
+        if sizes and any(int(s) != int(cfg["intermediate_size"]) for s in sizes):
+            return (f"{step.source} has FFN-pruned layers (widths {sizes}); bitsandbytes quantizes through "
+                    "from_pretrained, which cannot rebuild per-layer FFN widths")
+        bad = sorted(w for w in linear_input_widths(src) if w % NF4_CPU_BLOCK)
+        if bad:
+            return (f"bitsandbytes' CPU 4-bit kernel needs Linear input widths that are multiples of "
+                    f"{NF4_CPU_BLOCK}; {step.source} has widths {bad}")
+    return None
+
+
+def _build(ctx: Context, step: PrecisionStep, src: Path, staged: Path) -> tuple[PrecisionResult, dict[str, Any]]:
+    from slimbert.compression.onnx_int8 import quantize_dynamic_int8
+    from slimbert.compression.precision import qat_int8, quantize_nf4, quantize_static_int8, to_half
+
+    p = ctx.recipe.precision
+    assert p is not None
+    notes: dict[str, Any] = {}
+    if step.method == "int8-dynamic":
+        assert p.int8_dynamic is not None
+        optimize = p.int8_dynamic.optimize
+        if optimize and has_pruned_heads(src):
+            # ORT's attention fusion takes one head count for the whole graph; ragged layers would be fused wrong.
+            optimize = False
+            notes["optimize_skipped"] = "the model has pruned heads (different head counts per layer)"
+        made = quantize_dynamic_int8(src, staged, per_channel=p.int8_dynamic.per_channel,
+                                     isa=p.int8_dynamic.isa, optimize=optimize)
+    elif step.method == "int8-static":
+        assert p.int8_static is not None
+        texts = ctx.train.subset(p.int8_static.calibration_samples, ctx.recipe.data_seed + 1).texts
+        made = quantize_static_int8(src, staged, texts, method=p.int8_static.method,
+                                    per_channel=p.int8_static.per_channel, max_length=ctx.recipe.eval_max_length)
+    elif step.method == "int8-qat":
+        assert p.int8_qat is not None
+        from transformers import AutoModelForSequenceClassification
+
+        from slimbert.compression.layers import from_pretrained_pruned
+
+        q = p.int8_qat
+        model = from_pretrained_pruned(AutoModelForSequenceClassification, src)
+        batches = iter_batches(ctx.tokenizer, ctx.train, batch_size=q.batch_size, max_length=q.max_length,
+                               shuffle=True, seed=ctx.recipe.data_seed + 2)
+        torch.manual_seed(ctx.recipe.data_seed)
+        made = qat_int8(model, batches, q.steps, q.lr, staged, tokenizer_dir=src)
+    elif step.method == "int4-nf4":
+        assert p.int4_nf4 is not None
+        made = quantize_nf4(src, staged, p.int4_nf4.compute_dtype)
+    else:
+        made = to_half(src, staged, "fp16" if step.variant.endswith("-fp16") else "bf16")
+    return made, notes
+
+
+def make_precision_variant(ctx: Context, step: PrecisionStep, progress: Progress | None = None) -> dict[str, Any]:
+    """Build, measure and publish one precision variant; returns the stage detail."""
+    from slimbert.compression.pipeline import make_manifest, measure_and_publish
+
+    src = ctx.variant_dir(step.source)
+    parent = ctx.store.manifest(ctx.family, step.source)
+    with ctx.store.staging(ctx.family, step.variant) as staged:
+        made, notes = _build(ctx, step, src, staged)
+        if progress:
+            progress(70.0)
+        params = {**made.params, **notes, "source": step.source}
+        target = "gpu" if made.precision == "fp16" else "cpu" if made.runtime == "onnxruntime" else "any"
+        draft = make_manifest(ctx, step.variant, step.source, Technique(name=step.method, params=params),
+                              runtime=made.runtime, precision=made.precision, num_parameters=parent.num_parameters,
+                              num_layers=parent.num_layers, target_device=target)
+        manifest = measure_and_publish(ctx, staged, draft)
+    return {"source": step.source, "variant": step.variant, "runtime": made.runtime, "precision": made.precision,
+            "dev_accuracy": manifest.dev_accuracy, "parent_dev_accuracy": parent.dev_accuracy,
+            "size_mb": round(manifest.size_mb, 3), **notes}

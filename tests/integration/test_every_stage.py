@@ -1,0 +1,80 @@
+"""One job through the HTTP API, a real Celery worker and real Redis that runs EVERY compression stage.
+
+The base model is a random hidden-64 BERT encoder with the MiniLM tokenizer (hidden 64 so the
+bitsandbytes CPU 4-bit kernel can run), trained on a few dozen real SST-2 sentences.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from transformers import AutoTokenizer, BertModel
+
+from app.main import create_app
+from slimbert.compression.recipe import Recipe
+from slimbert.config import Settings
+from slimbert.models import _packaged_dir
+from slimbert.store.store import VariantStore
+from tests.conftest import MINILM
+from tests.integration.conftest import Worker
+from tests.integration.test_compress_job import run_job
+from tests.unit.test_pipeline import tiny_config
+
+pytestmark = pytest.mark.integration
+
+MADE = {
+    "baseline-fp32", "pruned-fp32", "heads-fp32",
+    "pruned-int8", "pruned-int8-static", "pruned-int8-qat", "pruned-int4", "pruned-bf16",
+    "heads-int8", "heads-int8-static", "heads-int8-qat", "heads-bf16",
+}
+
+
+@pytest.fixture(scope="module")
+def encoder64(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("encoder64")
+    minilm = _packaged_dir(MINILM)
+    assert minilm is not None
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm))
+    torch.manual_seed(0)
+    BertModel(tiny_config(tokenizer.vocab_size, hidden=64, layers=3)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_every_stage_through_a_real_worker(stack_settings: Settings, cpu_worker: Worker, encoder64: Path) -> None:
+    recipe = {"base_model": str(encoder64), "family": "every-it"}
+    with TestClient(create_app(stack_settings)) as client:
+        job = run_job(client, cpu_worker, {"preset": "every-stage-tiny", "recipe": recipe}, timeout=170)
+        stages = {s["name"]: s for s in job["stages"]}
+        order = [s["name"] for s in job["stages"]]
+        assert order[:6] == ["load", "finetune", "evaluate-baseline", "sensitivity", "prune-layers",
+                             "prune-heads-ffn"]
+        assert all(stages[n]["state"] == "done" for n in order[:6])
+        assert set(job["variants"]) == MADE
+        # The one step that cannot run is in the record with its reason.
+        assert stages["int4-nf4:heads-int4"]["state"] == "skipped"
+        assert "FFN" in stages["int4-nf4:heads-int4"]["detail"]["reason"]
+        assert job["results"]["skipped"] == {"heads-int4": stages["int4-nf4:heads-int4"]["detail"]["reason"]}
+        assert len(job["results"]["sensitivity"]) == 3
+        heads = stages["prune-heads-ffn"]["detail"]
+        assert heads["encoder_parameters_after"] < heads["encoder_parameters_before"]
+        assert heads["pruning_run"]["pruning_events"] and heads["distilled"] is True
+
+        store = VariantStore(stack_settings.store_dir)
+        manifests = {m.variant: m for m in store.manifests("every-it")}
+        assert set(manifests) == MADE
+        resolved = Recipe.model_validate(job["request"]["recipe"])
+        for m in manifests.values():
+            assert Recipe.model_validate(m.recipe) == resolved
+            assert m.dev_accuracy == job["results"]["variants"][m.variant]["dev_accuracy"]
+            store.verify(m)
+        assert {m.runtime for m in manifests.values()} == {"torch", "onnxruntime", "bitsandbytes"}
+
+        texts = ["a gorgeous , witty , seductive movie .", "the plot is nothing but boilerplate clichés ."]
+        for variant in sorted(MADE):
+            resp = client.post("/predict", params={"family": "every-it", "variant": variant}, json={"texts": texts})
+            assert resp.status_code == 200, (variant, resp.text)
+            assert [p["label"] in ("negative", "positive") for p in resp.json()["predictions"]] == [True, True]
