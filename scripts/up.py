@@ -69,7 +69,9 @@ def write_results(args: argparse.Namespace, family: str, wall: float, client: ht
 
     manifests = [VariantManifest.model_validate(m) for m in client.get("/variants", params={"family": family}).json()]
     report = client.get("/reports/showdown", params={"family": family}).json()
-    command = f"./run.sh up --exit-when-done --preset {args.preset} --write-results {args.write_results}"
+    command = " ".join(sys.argv[1:]).replace(args.recipe, repr(args.recipe)) if args.recipe != "{}" else " ".join(
+        sys.argv[1:])
+    command = f"./run.sh up {command}"
     write_section(args.write_results, args.preset, section(args.preset, command, manifests, report, wall))
     print(f"wrote the {args.preset} section of {args.write_results}")
 
@@ -78,6 +80,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--recipe", default="{}", help="JSON overrides merged onto the preset")
+    parser.add_argument("--no-benchmark", action="store_true", help="skip the benchmark that follows the job")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--exit-when-done", action="store_true", help="stop the stack after the prediction")
@@ -124,7 +127,10 @@ def main() -> int:
             print(f"API ready at {base} (docs at {base}/docs); workers: "
                   + ", ".join(w["name"] for w in client.get("/workers").json()))
             started = time.monotonic()
-            resp = client.post("/jobs/compress", json={"preset": args.preset, "recipe": json.loads(args.recipe)})
+            body: dict[str, Any] = {"preset": args.preset, "recipe": json.loads(args.recipe)}
+            if args.no_benchmark:
+                body["benchmark"] = None
+            resp = client.post("/jobs/compress", json=body)
             if resp.status_code != 202:
                 raise SystemExit(f"job refused ({resp.status_code}): {resp.text}")
             accepted = resp.json()
