@@ -99,13 +99,13 @@ def main() -> int:
         spawn("api", [py, "-m", "uvicorn", "--factory", "app.main:create_app", "--host", args.host,
                       "--port", str(args.port)], logs),
         spawn("worker-cpu", [py, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", "cpu", "-c", "1",
-                             "-n", "cpu@%h", "--loglevel", "INFO"], logs),
+                             "-n", f"cpu-{args.port}@%h", "--loglevel", "INFO"], logs),
     ]
     import torch
 
     if torch.cuda.is_available():
         procs.append(spawn("worker-gpu", [py, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", "gpu",
-                                          "-c", "1", "-n", "gpu@%h", "--loglevel", "INFO"], logs))
+                                          "-c", "1", "-n", f"gpu-{args.port}@%h", "--loglevel", "INFO"], logs))
     else:
         print("no CUDA here: no GPU worker; GPU-preferring stages fall back to the cpu queue")
 
