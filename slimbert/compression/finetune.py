@@ -8,6 +8,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from pydantic import BaseModel, Field
@@ -51,6 +52,21 @@ class FinetuneResult:
     history: list[dict[str, float]]
 
 
+LossFn = Callable[[PreTrainedModel, dict[str, torch.Tensor], int, int], torch.Tensor]
+
+
+def train_step(model: PreTrainedModel, batch: dict[str, torch.Tensor], step: int, total: int,
+               optimizer: torch.optim.Optimizer, scheduler: Any, loss_fn: LossFn | None = None) -> torch.Tensor:
+    """One optimizer step with gradient clipping; returns the detached loss."""
+    loss = loss_fn(model, batch, step, total) if loss_fn else model(**batch).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
 @torch.no_grad()
 def evaluate(
     model: PreTrainedModel,
@@ -84,7 +100,7 @@ def finetune(
     cfg: FinetuneConfig,
     *,
     progress: Progress | None = None,
-    loss_fn: Callable[[PreTrainedModel, dict[str, torch.Tensor], int, int], torch.Tensor] | None = None,
+    loss_fn: LossFn | None = None,
 ) -> FinetuneResult:
     """Train ``model`` in place and leave it at its best dev-accuracy epoch.
 
@@ -115,12 +131,7 @@ def finetune(
             shuffle=True, seed=cfg.seed + epoch,
         )
         for batch in batches:
-            loss = loss_fn(model, batch, step, total) if loss_fn else model(**batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            train_step(model, batch, step, total, optimizer, scheduler, loss_fn)
             step += 1
             if progress and (step % 5 == 0 or step == total):
                 # Leave the last slice of the bar for the per-epoch dev evaluation.

@@ -19,7 +19,7 @@ from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from slimbert.compression.distill import DistillationSchedule
-from slimbert.compression.finetune import FinetuneConfig, evaluate, finetune
+from slimbert.compression.finetune import FinetuneConfig, evaluate, finetune, train_step
 from slimbert.compression.heads import GradualPruner, alive_heads, count_encoder_parameters
 from slimbert.compression.layers import drop_layers, encoder_layers, ffn_linears
 from slimbert.compression.recipe import HeadFfnPruning
@@ -170,13 +170,7 @@ def train_with_pruner(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
                 optimizer, scheduler = _optimizer(model, t, warmup, total, step)
                 record(step)
             model.train()
-            loss = loss_fn(model, batch, step, total) if loss_fn else model(**batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
+            losses.append(float(train_step(model, batch, step, total, optimizer, scheduler, loss_fn)))
             step += 1
             if progress and (step % 5 == 0 or step == total):
                 progress(100.0 * step / max(total, 1))

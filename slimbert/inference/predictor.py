@@ -90,7 +90,10 @@ class TorchPredictor(_Base):
     ) -> None:
         super().__init__(tokenizer, labels, max_length)
         self.device = device
-        self.model = model.to(torch.device(device)).eval()  # type: ignore[arg-type]  # transformers stub quirk
+        self.model = self._place(model, device)
+
+    def _place(self, model: PreTrainedModel, device: str) -> PreTrainedModel:
+        return model.to(torch.device(device)).eval()  # type: ignore[arg-type]  # transformers stub quirk
 
     @torch.inference_mode()
     def predict(self, texts: Sequence[str]) -> BatchOutput:
@@ -110,18 +113,8 @@ class BnbPredictor(TorchPredictor):
 
     runtime = "bitsandbytes"
 
-    def __init__(
-        self,
-        model: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase,
-        labels: dict[int, str],
-        *,
-        device: str = "cpu",
-        max_length: int = 128,
-    ) -> None:
-        _Base.__init__(self, tokenizer, labels, max_length)
-        self.device = device
-        self.model = model.eval()
+    def _place(self, model: PreTrainedModel, device: str) -> PreTrainedModel:
+        return model.eval()
 
 
 class OrtPredictor(_Base):

@@ -1,6 +1,8 @@
 """Fixtures shared by unit tests: tiny random BERTs built from a config, never downloaded."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
@@ -36,3 +38,12 @@ def tiny_batch() -> dict[str, torch.Tensor]:
     attention_mask = torch.ones_like(input_ids)
     attention_mask[1, 10:] = 0
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": torch.tensor([0, 1, 1, 0])}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from intra-op threads; on a busy machine the pool's spinning costs seconds."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,15 +25,6 @@ from slimbert.compression.schedules import cubic_sparsity
 from tests.unit.conftest import make_tiny_bert
 
 Batch = dict[str, torch.Tensor]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads; on a busy machine the pool's spinning costs seconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def logits(model: PreTrainedModel, batch: Batch, **kw: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,15 +12,6 @@ from slimbert.compression.heads import count_encoder_parameters, prune_ffn, prun
 from slimbert.compression.layers import drop_layers, encoder_layers, from_pretrained_pruned
 
 Batch = dict[str, torch.Tensor]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads; on a busy machine the pool's spinning costs seconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def logits(model: PreTrainedModel, batch: Batch) -> torch.Tensor:
