@@ -37,6 +37,7 @@ _LIBRARIES = {
     "optimum_onnx": ("optimum-onnx", "optimum"),
     "bitsandbytes": ("bitsandbytes", "bitsandbytes"),
     "numpy": ("numpy", "numpy"),
+    "slimbert": ("slimbert", "slimbert"),
 }
 
 
@@ -111,6 +112,11 @@ def library_version(distribution: str, module: str) -> str | None:
         return None
 
 
+def library_versions() -> dict[str, str | None]:
+    """Versions of the libraries whose behaviour our numbers depend on (None where absent)."""
+    return {name: library_version(dist, mod) for name, (dist, mod) in _LIBRARIES.items()}
+
+
 def describe_environment() -> dict[str, Any]:
     """Machine and software description: CPU, cores, torch threads, CUDA device, library versions.
 
@@ -128,7 +134,7 @@ def describe_environment() -> dict[str, Any]:
             "total_memory_mb": torch_info.get("cuda_total_memory_mb"),
             "cuda_version": torch_info.get("cuda_version"),
         },
-        "libraries": {name: library_version(dist, mod) for name, (dist, mod) in _LIBRARIES.items()},
+        "libraries": library_versions(),
         "python": _safe(platform.python_version, None),
         "platform": _safe(platform.platform, None),
         "machine": _safe(platform.machine, None),

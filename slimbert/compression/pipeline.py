@@ -14,13 +14,13 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from slimbert.benchmark.environment import library_versions
 from slimbert.compression.finetune import finetune
 from slimbert.compression.recipe import Recipe
 from slimbert.config import Settings
@@ -33,19 +33,6 @@ from slimbert.store.manifest import Technique, VariantManifest
 from slimbert.store.store import VariantStore
 
 log = logging.getLogger(__name__)
-
-_VERSIONED = ("torch", "transformers", "onnxruntime", "optimum-onnx", "optimum", "bitsandbytes", "slimbert")
-
-
-def library_versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for name in _VERSIONED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
 
 class StageSkipped(Exception):
     """Raised inside an optional stage that finds it cannot run; the stage is recorded as skipped."""
