@@ -1,4 +1,4 @@
-"""create_app(): the lifespan builds the store, job store, queue client and predictor cache once."""
+"""create_app(): the lifespan builds the store, job store, queue client and serving engine once."""
 
 from __future__ import annotations
 
@@ -7,13 +7,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api.routes import health, jobs, predict, reports, variants
+from app.api.routes import health, jobs, latency, predict, reports, ui, variants
 from app.errors import install_error_handlers
 from app.services.queue import QueueClient
-from app.serving.cache import PredictorCache
+from app.serving.engine import ServingEngine
 from slimbert.config import Settings, get_settings
-from slimbert.inference.loader import load_variant
-from slimbert.inference.predictor import Predictor
 from slimbert.jobs import JobStore
 from slimbert.store.store import VariantStore
 
@@ -24,24 +22,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = VariantStore(settings.store_dir, min_free_mb=settings.min_free_disk_mb)
-
-        def load(key: tuple[str, str]) -> Predictor:
-            manifest = store.manifest(*key)
-            store.verify(manifest)
-            return load_variant(manifest, store.variant_dir(*key), "cpu",
-                                threads=settings.inference_threads or None)
-
         app.state.settings = settings
         app.state.store = store
         app.state.jobs = JobStore(settings.job_dir)
         app.state.queue = QueueClient(settings)
-        app.state.cache = PredictorCache(settings.predictor_cache_size, load)
+        app.state.engine = ServingEngine(settings, store, app.state.queue)
+        app.state.cache = app.state.engine.cache
         yield
+        await app.state.engine.close()
 
     app = FastAPI(title="SlimBERT", version="0.1.0", lifespan=lifespan,
                   description="Shrink BERT classifiers, serve every variant, and prove what it bought.")
     install_error_handlers(app)
-    for module in (health, jobs, predict, variants, reports):
+    # latency before variants: its /variants/{family}/{variant}/latency must not be shadowed.
+    for module in (health, jobs, predict, latency, variants, reports, ui):
         app.include_router(module.router)
     return app
-

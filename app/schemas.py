@@ -23,7 +23,8 @@ class CompressRequest(BaseModel):
     device: str = Field(default="auto", pattern="^(auto|cpu|gpu)$",
                         description="where training runs: auto prefers a GPU worker, falls back to cpu")
     benchmark: dict[str, Any] | None = Field(
-        default_factory=dict,
+        # Lighter than a standalone benchmark's defaults: it runs after every job.
+        default_factory=lambda: {"batch_sizes": [1, 8, 32], "runs": 10, "warmup": 2},
         description="options of the benchmark that follows the job (fields of POST /jobs/benchmark but "
         "family and variants); null skips it")
 
@@ -62,6 +63,11 @@ class PredictResponse(BaseModel):
     runtime: str
     device: str
     predictions: list[PredictionOut]
-    latency_ms: float
-    model_ms: float
+    latency_ms: float = Field(description="wall time in the API, the same as total_ms")
+    model_ms: float = Field(description="the forward pass of the batch this request rode in, tokenization excluded")
     tokenize_ms: float
+    queue_ms: float = Field(default=0.0, description="waiting for the batch to form and the model to be free")
+    total_ms: float = 0.0
+    batch_texts: int = Field(default=0, description="texts in the forward pass (all requests of the batch)")
+    batch_requests: int = Field(default=1, description="requests that shared the forward pass")
+    ran_on: str = Field(default="api", description="'api' (this process) or 'gpu-worker:<host>'")

@@ -45,6 +45,15 @@ class Settings(BaseSettings):
     worker_ping_timeout_s: float = Field(default=1.0, gt=0.0, le=30.0)
     # A worker's job is visible to others after this long without an ack (acks_late redelivery).
     visibility_timeout_s: int = Field(default=4 * 3600, ge=60)
+    # Lost jobs: the API's reaper requeues a running job whose worker has not answered the capabilities
+    # broadcast for reaper_grace_s, at most job_max_attempts starts in all, then fails it with a hint.
+    reaper_interval_s: float = Field(default=15.0, ge=0.0, le=3600.0, description="0 turns the reaper off")
+    reaper_grace_s: float = Field(default=60.0, ge=0.0, le=86_400.0)
+    job_max_attempts: int = Field(default=3, ge=1, le=20)
+    # Celery time limits of every task: the soft one fails the job with a hint, the hard one kills the task.
+    # Keep them below visibility_timeout_s, or Redis hands a still-running job to a second worker.
+    task_soft_time_limit_s: int = Field(default=12_600, ge=1)
+    task_time_limit_s: int = Field(default=13_800, ge=1)
 
     # Access: key -> role. Jobs and deletes always need an admin key when any key is set.
     api_keys: dict[str, Role] = Field(default_factory=dict)
@@ -59,6 +68,22 @@ class Settings(BaseSettings):
     # Serving
     predictor_cache_size: int = Field(default=4, ge=1, le=64)
     inference_threads: int = Field(default=0, ge=0, le=256, description="0 means torch's default")
+    # The API sizes intra-op threads as inference_threads, or (when 0) CPU cores // serve_forward_workers,
+    # so the forward threads never ask for more cores than the machine has.
+    predictor_cache_max_mb: int = Field(default=2048, ge=1, le=1_000_000,
+                                        description="memory budget of loaded variants, by size on disk")
+    serve_max_batch: int = Field(default=32, ge=1, le=4096, description="most texts in one forward pass")
+    serve_max_wait_ms: float = Field(default=5.0, ge=0.0, le=1000.0,
+                                     description="how long a batch waits for more requests to join")
+    # Runtimes whose requests are not batched (max batch 1): ONNX Runtime dynamic INT8 gained nothing per
+    # text from batches on our CPU and lost throughput to waiting and padding (docs/PERFORMANCE.md, Serving).
+    serve_unbatched_runtimes: list[str] = Field(default_factory=lambda: ["onnxruntime"])
+    serve_forward_workers: int = Field(default=1, ge=1, le=64,
+                                       description="forward passes that may run at once, all variants together")
+    serve_warmup: bool = True
+    remote_predict_timeout_s: float = Field(default=30.0, gt=0.0, le=600.0)
+    latency_window_s: float = Field(default=60.0, gt=0.0, le=3600.0)
+    latency_stream_interval_s: float = Field(default=1.0, gt=0.0, le=60.0)
 
     @field_validator("redis_url")
     @classmethod
@@ -76,6 +101,12 @@ class Settings(BaseSettings):
         if self.sst2_dir is not None:
             self.sst2_dir = self.sst2_dir.expanduser().resolve()
         self.allowed_model_roots = [p.expanduser().resolve() for p in self.allowed_model_roots]
+        return self
+
+    @model_validator(mode="after")
+    def _time_limits(self) -> Settings:
+        if self.task_time_limit_s <= self.task_soft_time_limit_s:
+            raise ValueError("task_time_limit_s must be greater than task_soft_time_limit_s")
         return self
 
     @property

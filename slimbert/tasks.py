@@ -20,6 +20,8 @@ TASK_COMPRESS = "slimbert.compress"
 TASK_BENCHMARK_DEVICE = "slimbert.benchmark.device"
 TASK_BENCHMARK_AGGREGATE = "slimbert.benchmark.aggregate"
 TASK_AUTOTUNE = "slimbert.autotune"
+# GPU variants asked for on an API host without CUDA run here, on the gpu queue.
+TASK_PREDICT = "slimbert.predict"
 
 # A custom remote-control command each worker answers with its capabilities and queues.
 CONTROL_CAPABILITIES = "slimbert_capabilities"

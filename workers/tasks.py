@@ -12,6 +12,7 @@ from slimbert.autotune import execute_autotune_job
 from slimbert.benchmark.jobs import aggregate_benchmark, execute_benchmark_device, plan_benchmark
 from slimbert.benchmark.runner import BenchmarkSpec
 from slimbert.config import get_settings
+from slimbert.inference.remote import predict_texts
 from slimbert.jobrunner import execute_compress_job
 from slimbert.jobs import JobRecord, JobStore
 from slimbert.tasks import (
@@ -21,6 +22,7 @@ from slimbert.tasks import (
     TASK_BENCHMARK_AGGREGATE,
     TASK_BENCHMARK_DEVICE,
     TASK_COMPRESS,
+    TASK_PREDICT,
 )
 from workers.celery_app import app
 
@@ -73,6 +75,11 @@ def compress(self: Task, job_id: str) -> dict[str, Any]:
 def autotune(self: Task, job_id: str) -> dict[str, Any]:
     queue, worker = _where(self)
     return execute_autotune_job(get_settings(), job_id, queue=queue, worker=worker)
+
+
+@app.task(name=TASK_PREDICT, acks_late=True)
+def predict(family: str, variant: str, texts: list[str]) -> dict[str, Any]:
+    return predict_texts(get_settings(), family, variant, texts)
 
 
 @app.task(name=TASK_BENCHMARK_DEVICE, bind=True, acks_late=True, reject_on_worker_lost=True, **_RETRY)

@@ -2,22 +2,22 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Response
 
-from app.api.deps import CacheDep, SettingsDep, StoreDep, require
+from app.api.deps import require
 from app.schemas import PredictRequest, PredictResponse
 from app.services.predict import predict as run_predict
+from app.services.predict import server_timing
+from app.serving.engine import EngineDep
 from slimbert.store.manifest import NAME_PATTERN
 
 router = APIRouter(tags=["predict"])
 
 
 @router.post("/predict", response_model=PredictResponse, dependencies=[require("predict")])
-def predict(
-    body: PredictRequest, response: Response, store: StoreDep, cache: CacheDep, settings: SettingsDep,
+async def predict(
+    body: PredictRequest, response: Response, engine: EngineDep,
     variant: str | None = Query(default=None, pattern=NAME_PATTERN),
     family: str | None = Query(default=None, pattern=NAME_PATTERN),
 ) -> PredictResponse:
-    result = run_predict(body.all_texts(), family, variant, store, cache, settings)
-    response.headers["Server-Timing"] = (
-        f"tokenize;dur={result.tokenize_ms}, model;dur={result.model_ms}, total;dur={result.latency_ms}"
-    )
+    result = await run_predict(engine, body.all_texts(), family, variant)
+    response.headers["Server-Timing"] = server_timing(result)
     return result
