@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from app.api.routes import health, jobs, latency, predict, reports, ui, variants
 from app.errors import install_error_handlers
 from app.services.queue import QueueClient
+from app.services.reaper import start_reaper, stop_reaper
 from app.serving.engine import ServingEngine
 from slimbert.config import Settings, get_settings
 from slimbert.jobs import JobStore
@@ -28,7 +29,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.queue = QueueClient(settings)
         app.state.engine = ServingEngine(settings, store, app.state.queue)
         app.state.cache = app.state.engine.cache
+        start_reaper(app)
         yield
+        await stop_reaper(app)
         await app.state.engine.close()
 
     app = FastAPI(title="SlimBERT", version="0.1.0", lifespan=lifespan,

@@ -299,6 +299,10 @@ def execute_autotune_job(settings: Settings, job_id: str, *, queue: str, worker:
     record = jobs.get(job_id)
     if record.state in TERMINAL:
         return {"state": record.state}
+    if record.attempts >= settings.job_max_attempts:
+        jobs.update(job_id, state="failed", finished_at=utcnow(), error=f"gave up after {record.attempts} attempts",
+                    hint="the worker died during each attempt; check its log (out of memory?) and resubmit")
+        return {"state": "failed"}
     spec = AutotuneSpec.model_validate(record.request["spec"])
     jobs.update(job_id, state="running", started_at=utcnow(), queue=queue, worker=worker, attempts=record.attempts + 1)
 

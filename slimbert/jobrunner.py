@@ -5,6 +5,7 @@ Celery tasks call these plain functions, so tests can run a job without a queue.
 
 from __future__ import annotations
 
+import errno
 import logging
 import traceback
 from collections.abc import Callable
@@ -41,6 +42,14 @@ def execute_compress_job(
         # A redelivered message for a job that already ended (or was cancelled while queued).
         log.info("job %s is already %s; nothing to do", job_id, record.state)
         return {"state": record.state}
+    if record.attempts >= settings.job_max_attempts:
+        # Started that often and never finished: each run killed its worker (out of memory, or a crash).
+        # Redelivery alone would try forever, so stop here.
+        _finish(jobs, job_id, "failed", error=f"gave up after {record.attempts} attempts: the worker died "
+                f"during each one (last on {record.worker or 'an unknown worker'})",
+                hint="check the worker logs (out of memory?) and resubmit with a smaller recipe; "
+                "SLIMBERT_JOB_MAX_ATTEMPTS sets how many attempts a job gets")
+        return {"state": "failed"}
     jobs.save(record.model_copy(update={
         "state": "running", "started_at": utcnow(), "queue": queue, "worker": worker,
         "attempts": record.attempts + 1, "stages": [], "progress": 0.0, "error": None, "hint": None,
@@ -62,6 +71,17 @@ def execute_compress_job(
                 hint="use fewer train examples, a smaller batch_size or a shorter max_length")
         return {"state": "failed", "error": "out of memory"}
     except Exception as exc:  # anything else is a bug: keep the trace in the log, not in the record
+        if type(exc).__name__ == "SoftTimeLimitExceeded":  # Celery's soft time limit (no celery import here)
+            _finish(jobs, job_id, "failed", error=f"stopped by the time limit during stage {jobs.get(job_id).stage}",
+                    hint="use a smaller recipe (fewer train examples or epochs) or raise "
+                    "SLIMBERT_TASK_SOFT_TIME_LIMIT_S and SLIMBERT_TASK_TIME_LIMIT_S")
+            return {"state": "failed", "error": "time limit"}
+        if _disk_full(exc):
+            # Staging was removed on the way out, so the space the job took is free again.
+            _finish(jobs, job_id, "failed", error=f"the disk is full while writing: {type(exc).__name__}: {exc}"[:500],
+                    hint="free disk space where SLIMBERT_STORE_DIR lies, or raise SLIMBERT_MIN_FREE_DISK_MB so "
+                    "jobs are refused before they start writing")
+            return {"state": "failed", "error": "disk full"}
         log.error("job %s crashed:\n%s", job_id, traceback.format_exc())
         _finish(jobs, job_id, "failed", error=f"internal error: {type(exc).__name__}: {exc}",
                 hint="see the worker log; resubmit once the cause is fixed")
@@ -76,3 +96,12 @@ def execute_compress_job(
 def _finish(jobs: JobStore, job_id: str, state: str, **changes: Any) -> JobRecord:
     progress = 100.0 if state == "succeeded" else jobs.get(job_id).progress
     return jobs.update(job_id, state=state, finished_at=utcnow(), progress=progress, **changes)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """ENOSPC, raised as OSError by Python or wrapped in their own errors by safetensors, torch and onnx."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "StorageFull" in text or (
+        exc.__cause__ is not None and _disk_full(exc.__cause__))

@@ -7,6 +7,7 @@ Start a CPU worker with ``celery -A workers.celery_app worker -Q cpu`` and a GPU
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
@@ -15,6 +16,7 @@ from celery.worker.control import control_command
 from kombu import Queue
 
 from slimbert.config import get_settings
+from slimbert.reaper import celery_time_limits
 from slimbert.tasks import CONTROL_CAPABILITIES, QUEUES, celery_config
 from slimbert.workerinfo import worker_capabilities
 
@@ -23,6 +25,12 @@ log = logging.getLogger(__name__)
 settings = get_settings()
 app = Celery("slimbert", include=["workers.tasks"])
 app.conf.update(celery_config(settings))
+# Every task gets the soft and hard time limits of the settings (a task may still set its own).
+app.conf.update(celery_time_limits(settings))
+# When Redis goes away mid-job, let the job run on: its record is on disk, and the message Redis keeps
+# (append-only) comes back after the visibility timeout to a job already finished, which skips it.
+# Celery 6 flips this default to cancelling the job, which would throw away hours of training.
+app.conf.worker_cancel_long_running_tasks_on_connection_loss = False
 app.conf.task_queues = [Queue(name) for name in QUEUES]
 
 _capabilities: dict[str, Any] = {}
@@ -32,6 +40,8 @@ _capabilities: dict[str, Any] = {}
 def _report_capabilities(**_: Any) -> None:
     """Probe the hardware once when the worker starts; the control command below serves it."""
     _capabilities.update(worker_capabilities())
+    # The reaper tells a restarted worker (same name, new process) from the one that ran a job by this.
+    _capabilities["started_at"] = datetime.now(UTC).isoformat()
     log.info("worker capabilities: %s", _capabilities)
 
 

@@ -11,8 +11,9 @@ from slimbert.benchmark.jobs import plan_benchmark
 from slimbert.benchmark.runner import BenchmarkSpec
 from slimbert.compression.recipe import build_recipe
 from slimbert.config import Settings
-from slimbert.errors import InvalidRecipe
+from slimbert.errors import InvalidRecipe, QueueUnavailable
 from slimbert.jobs import TERMINAL, JobRecord, JobStore, utcnow
+from slimbert.models import resolve_model
 from slimbert.store.store import VariantStore
 from slimbert.tasks import QUEUE_CPU, TASK_AUTOTUNE, TASK_COMPRESS
 
@@ -33,6 +34,9 @@ def submit_compress(
         raise InvalidRecipe(str(exc), hint=str(exc)) from None
     if request.benchmark is not None:
         _validate_benchmark_options(request.benchmark, recipe.family_name())
+    # The worker resolves the model again; refusing here means a bad path or an unknown hub id is a 422
+    # now, not a failed job later. A path outside SLIMBERT_ALLOWED_MODEL_ROOTS is refused either way.
+    resolve_model(recipe.base_model, queue.settings)
     queue.require_redis()
     queue_name, fallback = queue.choose_queue(request.device)
     record = JobRecord(
@@ -44,9 +48,10 @@ def submit_compress(
     jobs.save(record)
     try:
         queue.send(TASK_COMPRESS, record.id, queue_name)
-    except Exception:
+    except Exception as exc:
         jobs.update(record.id, state="failed", finished_at=utcnow(), error="could not enqueue: Redis unavailable")
-        raise
+        raise QueueUnavailable(f"the job queue (Redis) failed while enqueueing: {type(exc).__name__}",
+                               hint="retry once Redis answers; this job was recorded as failed") from None
     if idempotency_key:
         jobs.remember_idempotency_key(idempotency_key, record.id)
     return record

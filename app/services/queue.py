@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -67,6 +68,20 @@ class QueueClient:
             self._workers, self._workers_at = sorted(workers, key=lambda w: w["name"]), time.monotonic()
             return self._workers
 
+    def live_worker_starts(self) -> dict[str, datetime | None] | None:
+        """The workers that answer a fresh broadcast now, each with when its process started (None if it
+        does not say); None when that cannot be known."""
+        if not self.redis_ok():
+            return None
+        try:
+            replies = self.celery.control.broadcast(
+                CONTROL_CAPABILITIES, reply=True, timeout=self.settings.worker_ping_timeout_s) or []
+        except Exception as exc:  # a failed broadcast says nothing about the workers
+            log.warning("worker ping failed: %s", exc)
+            return None
+        return {name: _when(caps.get("started_at") if isinstance(caps, dict) else None)
+                for reply in replies for name, caps in reply.items()}
+
     def live_queues(self) -> set[str]:
         return {q for w in self.workers() for q in w.get("queues", [])}
 
@@ -97,3 +112,10 @@ class QueueClient:
             self.celery.control.revoke(job_id)
         except Exception as exc:  # revoke is best effort: the worker also checks the cancel marker
             log.warning("revoke of %s failed: %s", job_id, exc)
+
+
+def _when(value: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None

@@ -70,7 +70,7 @@ class JobReporter:
     def optional_stage(self, name: str) -> Iterator[StageRecord]:
         """Like :meth:`stage`, but a failure records the stage as skipped with the reason and the job goes on.
 
-        Cancellation and out-of-memory still end the job.
+        Cancellation, out-of-memory and Celery's soft time limit still end the job.
         """
         with self.stage(name) as record:
             try:
@@ -78,6 +78,8 @@ class JobReporter:
             except (JobCancelled, MemoryError):
                 raise
             except Exception as exc:  # noqa: BLE001 - any other failure skips this one variant
+                if type(exc).__name__ == "SoftTimeLimitExceeded":  # Celery's, named to keep slimbert framework-free
+                    raise
                 if isinstance(exc, StageSkipped):
                     record.detail["reason"] = str(exc)
                 else:
