@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import shutil
 import tempfile
 import time
@@ -23,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from slimbert.benchmark.latency import interleaved
 from slimbert.benchmark.runner import model_call
-from slimbert.benchmark.stats import wilson_interval
+from slimbert.benchmark.stats import paired_difference, wilson_interval
 from slimbert.compression.distill import DistillationSchedule
 from slimbert.compression.finetune import FinetuneConfig, finetune
 from slimbert.compression.layers import drop_layers, from_pretrained_pruned
@@ -74,10 +73,7 @@ def paired_gate(cand: list[int], base: list[int], labels: list[int], gate: float
     acc_c = sum(int(p == y) for p, y in zip(cand, labels, strict=True)) / n
     acc_b = sum(int(p == y) for p, y in zip(base, labels, strict=True)) / n
     threshold = gate * acc_b if kind == "relative" else gate
-    d = [int(c == y) - int(b == y) for c, b, y in zip(cand, base, labels, strict=True)]
-    mean = sum(d) / n
-    var = sum((x - mean) ** 2 for x in d) / max(n - 1, 1)
-    half = 1.645 * math.sqrt(var / n)
+    mean, half = paired_difference(cand, base, labels)
     upper = acc_c + half
     lo, hi = wilson_interval(round(acc_c * n), n)
     return {"accuracy": round(acc_c, 4), "baseline_accuracy": round(acc_b, 4), "ci95": [round(lo, 4), round(hi, 4)],

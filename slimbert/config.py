@@ -67,6 +67,9 @@ class Settings(BaseSettings):
 
     # Serving
     predictor_cache_size: int = Field(default=4, ge=1, le=64)
+    # ONNX Runtime thread spinning: faster for a lone ONNX model, but it starves torch variants served
+    # beside it; off by default (measured in docs/PERFORMANCE.md).
+    ort_allow_spinning: bool = False
     inference_threads: int = Field(default=0, ge=0, le=256, description="0 means torch's default")
     # The API sizes intra-op threads as inference_threads, or (when 0) CPU cores // serve_forward_workers,
     # so the forward threads never ask for more cores than the machine has.

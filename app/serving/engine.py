@@ -64,7 +64,7 @@ class ServingEngine:
         manifest = self.store.manifest(*key)
         self.store.verify(manifest)
         predictor = load_variant(manifest, self.store.variant_dir(*key), self.device_for(manifest),
-                                 threads=self.threads)
+                                 threads=self.threads, ort_spinning=self.settings.ort_allow_spinning)
         if self.settings.serve_warmup:
             predictor.predict(WARMUP_TEXTS)
         log.info("loaded %s/%s (%s on %s)", *key, predictor.runtime, predictor.device)

@@ -22,7 +22,7 @@ from slimbert.benchmark.environment import describe_environment
 from slimbert.benchmark.flops import computed_gflops, measured_gflops
 from slimbert.benchmark.latency import LatencyStats, interleaved, throughput
 from slimbert.benchmark.memory import cuda_peak_memory_mb, measure_fresh_process
-from slimbert.benchmark.stats import macro_f1, mcnemar, wilson_interval
+from slimbert.benchmark.stats import macro_f1, mcnemar, paired_difference, wilson_interval
 from slimbert.config import Settings
 from slimbert.data import TextDataset, load_sst2
 from slimbert.inference.loader import load_variant
@@ -181,8 +181,10 @@ def run_device_benchmark(
         if BASELINE in preds:
             for name in preds:
                 if name != BASELINE:
-                    out["variants"][name]["mcnemar_vs_baseline"] = mcnemar(preds[name], preds[BASELINE],
-                                                                           dev.labels).to_dict()
+                    row = out["variants"][name]
+                    row["mcnemar_vs_baseline"] = mcnemar(preds[name], preds[BASELINE], dev.labels).to_dict()
+                    diff, margin = paired_difference(preds[name], preds[BASELINE], dev.labels)
+                    row["paired_vs_baseline"] = {"difference": round(diff, 4), "margin95": round(margin, 4)}
     else:
         tick(len(predictors))
 

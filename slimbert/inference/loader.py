@@ -29,7 +29,8 @@ def _torch_device(device: str) -> str:
 
 
 def load_variant(
-    manifest: VariantManifest, path: Path, device: str = "cpu", *, threads: int | None = None
+    manifest: VariantManifest, path: Path, device: str = "cpu", *, threads: int | None = None,
+    ort_spinning: bool = False,
 ) -> Predictor:
     """Build the predictor the manifest's runtime calls for, on ``device`` ('cpu' or 'gpu').
 
@@ -47,6 +48,11 @@ def load_variant(
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
+        # Spinning threads keep the cores busy after each run. Alone that buys ~1 ms at batch 1, but
+        # beside torch models (serving several variants, or an interleaved benchmark) it stole the
+        # cores: a torch model timed after an ONNX run measured 39 ms instead of 15 (docs/PERFORMANCE.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if ort_spinning else "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "1" if ort_spinning else "0")
         session = ort.InferenceSession(str(path / "model.onnx"), options, providers=["CPUExecutionProvider"])
         return OrtPredictor(session, tokenizer, labels)
     if manifest.runtime == "torch":

@@ -36,6 +36,7 @@ def _device_cell(run: dict[str, Any] | None, device: str, variant: str, batch_si
         "tokenize_ms": lat.get("tokenize_ms"),
         "peak_mem_mb": (row.get("peak_memory") or {}).get("peak_mb"),
         "mcnemar_p": None if mcn is None else mcn.get("p_value"), "load_ms": row.get("load_ms"),
+        "accuracy_margin95": (row.get("paired_vs_baseline") or {}).get("margin95", 0.0),
         "gflops": (row.get("gflops_per_sequence") or {}).get("value"),
         "gflops_method": (row.get("gflops_per_sequence") or {}).get("method"),
         "latency_by_batch": {int(b): v["p50"] for b, v in row.get("latency", {}).items()},
@@ -117,7 +118,10 @@ def _recommend(rows: list[dict[str, Any]], gate: float) -> dict[str, Any]:
         if ref is None:
             out[device] = {"na": f"no {device} accuracy for {BASELINE}"}
             continue
-        ok = [r for r in rows if (r[device].get("accuracy") or 0) >= gate * ref and r[device].get("latency_ms")]
+        # The gate uses the paired interval, as autotune does: a variant passes unless it is significantly
+        # (one-sided 95%) below gate x baseline on the same sentences.
+        ok = [r for r in rows if r[device].get("latency_ms") and
+              (r[device].get("accuracy") or 0) + (r[device].get("accuracy_margin95") or 0) >= gate * ref]
         pick = min(ok, key=lambda r: r[device]["latency_ms"], default=None)
         out[device] = {"variant": pick["variant"], "latency_ms": pick[device]["latency_ms"],
                        "accuracy": pick[device]["accuracy"]} if pick else {"na": "no variant passes the gate"}
@@ -127,7 +131,8 @@ def _recommend(rows: list[dict[str, Any]], gate: float) -> dict[str, Any]:
     ok = [r for r in rows if ref is not None and (acc(r) or 0) >= gate * ref]
     small = min(ok, key=lambda r: r["size_mb"], default=None)
     out["smallest"] = {"variant": small["variant"], "size_mb": small["size_mb"]} if small else {"na": "no baseline"}
-    out["rule"] = f"accuracy >= {gate:.0%} of {BASELINE} on the same device; fastest p50 wins"
+    out["rule"] = (f"not significantly below {gate:.0%} of {BASELINE} on the same device and sentences "
+                   "(accuracy + one-sided 95% paired margin >= threshold); fastest p50 wins")
     return out
 
 
