@@ -109,6 +109,13 @@ def _best(rows: list[dict[str, Any]]) -> dict[str, str]:
     return best
 
 
+def _passes(row: dict[str, Any], device: str, ref: float, gate: float) -> bool:
+    """The gate uses the paired interval, as autotune does: a variant passes unless it is significantly
+    (one-sided 95%) below gate x baseline on the same sentences."""
+    cell = row[device]
+    return (cell.get("accuracy") or 0) + (cell.get("accuracy_margin95") or 0) >= gate * ref
+
+
 def _recommend(rows: list[dict[str, Any]], gate: float) -> dict[str, Any]:
     """Best CPU, best GPU and smallest variant among those passing the accuracy gate."""
     out: dict[str, Any] = {}
@@ -118,17 +125,16 @@ def _recommend(rows: list[dict[str, Any]], gate: float) -> dict[str, Any]:
         if ref is None:
             out[device] = {"na": f"no {device} accuracy for {BASELINE}"}
             continue
-        # The gate uses the paired interval, as autotune does: a variant passes unless it is significantly
-        # (one-sided 95%) below gate x baseline on the same sentences.
-        ok = [r for r in rows if r[device].get("latency_ms") and
-              (r[device].get("accuracy") or 0) + (r[device].get("accuracy_margin95") or 0) >= gate * ref]
+        ok = [r for r in rows if r[device].get("latency_ms") and _passes(r, device, ref, gate)]
         pick = min(ok, key=lambda r: r[device]["latency_ms"], default=None)
         out[device] = {"variant": pick["variant"], "latency_ms": pick[device]["latency_ms"],
                        "accuracy": pick[device]["accuracy"]} if pick else {"na": "no variant passes the gate"}
     ref = base["cpu"].get("accuracy") if base else None
-    acc = (lambda r: r["cpu"].get("accuracy")) if ref is not None else (lambda r: r["dev_accuracy_at_creation"])
-    ref = ref if ref is not None else (base or {}).get("dev_accuracy_at_creation")
-    ok = [r for r in rows if ref is not None and (acc(r) or 0) >= gate * ref]
+    if ref is not None:
+        ok = [r for r in rows if _passes(r, "cpu", ref, gate)]
+    else:  # no benchmark run yet: creation-time accuracy, point estimates
+        ref = (base or {}).get("dev_accuracy_at_creation")
+        ok = [r for r in rows if ref is not None and (r["dev_accuracy_at_creation"] or 0) >= gate * ref]
     small = min(ok, key=lambda r: r["size_mb"], default=None)
     out["smallest"] = {"variant": small["variant"], "size_mb": small["size_mb"]} if small else {"na": "no baseline"}
     out["rule"] = (f"not significantly below {gate:.0%} of {BASELINE} on the same device and sentences "
