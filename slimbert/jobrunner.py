@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from slimbert.compression.pipeline import run_compress
+from slimbert.compression.pipeline import Phase, run_compress
 from slimbert.compression.recipe import Recipe
 from slimbert.config import Settings
 from slimbert.errors import JobCancelled, JobNotFound, SlimBertError
@@ -24,12 +24,14 @@ log = logging.getLogger(__name__)
 
 def execute_compress_job(
     settings: Settings, job_id: str, *, queue: str, worker: str,
-    on_success: Callable[[JobRecord], dict[str, Any]] | None = None,
+    on_success: Callable[[JobRecord], dict[str, Any]] | None = None, phase: Phase = "all",
 ) -> dict[str, Any]:
-    """Run the compression job ``job_id`` and leave its record in a terminal state.
+    """Run the compression job ``job_id`` (or one ``phase`` of it) and record the outcome.
 
     ``on_success(record)`` runs after the work and before the record turns ``succeeded``; what
     it returns joins the results, so a follow-up (the benchmark) is visible the moment the job is.
+    After the ``train`` phase the job stays running, marked ``awaiting-cpu``: the caller queues the
+    ``precision`` phase on the cpu queue, which finishes it.
     """
     jobs = JobStore(settings.job_dir)
     try:
@@ -42,7 +44,10 @@ def execute_compress_job(
         # A redelivered message for a job that already ended (or was cancelled while queued).
         log.info("job %s is already %s; nothing to do", job_id, record.state)
         return {"state": record.state}
-    if record.attempts >= settings.job_max_attempts:
+    if phase == "precision" and record.phase != "awaiting-cpu":
+        log.info("job %s is not waiting for its precision phase (phase %s); nothing to do", job_id, record.phase)
+        return {"state": record.state}
+    if phase != "precision" and record.attempts >= settings.job_max_attempts:
         # Started that often and never finished: each run killed its worker (out of memory, or a crash).
         # Redelivery alone would try forever, so stop here.
         _finish(jobs, job_id, "failed", error=f"gave up after {record.attempts} attempts: the worker died "
@@ -50,13 +55,16 @@ def execute_compress_job(
                 hint="check the worker logs (out of memory?) and resubmit with a smaller recipe; "
                 "SLIMBERT_JOB_MAX_ATTEMPTS sets how many attempts a job gets")
         return {"state": "failed"}
-    jobs.save(record.model_copy(update={
-        "state": "running", "started_at": utcnow(), "queue": queue, "worker": worker,
-        "attempts": record.attempts + 1, "stages": [], "progress": 0.0, "error": None, "hint": None,
-    }))
+    if phase == "precision":  # the second half: keep the stages and results of the first
+        jobs.save(record.model_copy(update={"phase": "precision", "queue": queue, "worker": worker}))
+    else:
+        jobs.save(record.model_copy(update={
+            "state": "running", "started_at": utcnow(), "queue": queue, "worker": worker, "phase": phase,
+            "attempts": record.attempts + 1, "stages": [], "progress": 0.0, "error": None, "hint": None,
+        }))
     try:
         recipe = Recipe.model_validate(record.request.get("recipe", {}))
-        results = run_compress(settings, job_id, recipe, queue=queue, worker=worker)
+        results = run_compress(settings, job_id, recipe, queue=queue, worker=worker, phase=phase)
     except JobCancelled:
         _finish(jobs, job_id, "cancelled", error="cancelled by request")
         return {"state": "cancelled"}
@@ -87,6 +95,10 @@ def execute_compress_job(
                 hint="see the worker log; resubmit once the cause is fixed")
         raise
     variants = sorted(results.get("variants", {}))
+    if phase == "train":
+        jobs.update(job_id, phase="awaiting-cpu", stage="waiting for the cpu queue", results=results,
+                    variants=variants, worker=None)
+        return {"state": "running", "phase": "awaiting-cpu"}
     if on_success is not None:
         results.update(on_success(jobs.update(job_id, results=results, variants=variants)))
     _finish(jobs, job_id, "succeeded", results=results, variants=variants)

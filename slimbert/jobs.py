@@ -58,6 +58,8 @@ class JobRecord(BaseModel):
     hint: str | None = None
     attempts: int = 0
     idempotency_key: str | None = None
+    # A compression job split between queues: "train" (gpu), "awaiting-cpu", then "precision" (cpu).
+    phase: str | None = None
 
 
 class JobStore:

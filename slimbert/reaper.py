@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from slimbert.config import Settings
 from slimbert.jobs import JobRecord, JobStore, utcnow
-from slimbert.tasks import QUEUE_CPU, TASK_AUTOTUNE, TASK_COMPRESS
+from slimbert.tasks import QUEUE_CPU, TASK_AUTOTUNE, TASK_COMPRESS, TASK_COMPRESS_PRECISION
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,8 @@ def plan(
             sightings.last_seen[name] = now
     actions: list[ReaperAction] = []
     for record in jobs.list(limit=10_000):
-        if record.state != "running":
+        # A job between its gpu and cpu halves has no worker: its message waits in the cpu queue.
+        if record.state != "running" or record.phase == "awaiting-cpu":
             continue
         started = record.started_at or record.created_at
         overdue = now - started > timedelta(seconds=settings.task_time_limit_s) + grace
@@ -118,7 +119,7 @@ def _started(live_workers: Collection[str] | Mapping[str, datetime | None], work
 def _lost(record: JobRecord, settings: Settings) -> ReaperAction:
     worker = record.worker or "unknown"
     reason = f"worker {worker} stopped answering while the job was {record.stage or 'starting'}"
-    task = REQUEUE_TASKS.get(record.kind)
+    task = TASK_COMPRESS_PRECISION if record.phase == "precision" else REQUEUE_TASKS.get(record.kind)
     if task is None:
         return ReaperAction("fail", record.id, record.worker, reason=reason,
                             hint=f"submit the {record.kind} job again")

@@ -16,6 +16,8 @@ QUEUES: tuple[str, ...] = (QUEUE_CPU, QUEUE_GPU)
 Device = Literal["cpu", "gpu"]
 
 TASK_COMPRESS = "slimbert.compress"
+# The cpu half of a compression job whose training ran on the gpu queue (INT8 export and calibration).
+TASK_COMPRESS_PRECISION = "slimbert.compress.precision"
 # A benchmark job is a chord: one device task per device, then one aggregate task on cpu.
 TASK_BENCHMARK_DEVICE = "slimbert.benchmark.device"
 TASK_BENCHMARK_AGGREGATE = "slimbert.benchmark.aggregate"

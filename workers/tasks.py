@@ -18,10 +18,12 @@ from slimbert.jobs import JobRecord, JobStore
 from slimbert.tasks import (
     CONTROL_CAPABILITIES,
     QUEUE_CPU,
+    QUEUE_GPU,
     TASK_AUTOTUNE,
     TASK_BENCHMARK_AGGREGATE,
     TASK_BENCHMARK_DEVICE,
     TASK_COMPRESS,
+    TASK_COMPRESS_PRECISION,
     TASK_PREDICT,
 )
 from workers.celery_app import app
@@ -67,7 +69,20 @@ def _follow_up_benchmark(record: JobRecord, own_queue: str) -> dict[str, Any]:
 @app.task(name=TASK_COMPRESS, bind=True, acks_late=True, reject_on_worker_lost=True, **_RETRY)
 def compress(self: Task, job_id: str) -> dict[str, Any]:
     queue, worker = _where(self)
-    return execute_compress_job(get_settings(), job_id, queue=queue, worker=worker,
+    if queue != QUEUE_GPU:
+        return execute_compress_job(get_settings(), job_id, queue=queue, worker=worker,
+                                    on_success=lambda record: _follow_up_benchmark(record, queue))
+    # On the gpu queue: train here, then hand the INT8 stages to the cpu queue (a two-step chain).
+    result = execute_compress_job(get_settings(), job_id, queue=queue, worker=worker, phase="train")
+    if result.get("phase") == "awaiting-cpu":
+        app.send_task(TASK_COMPRESS_PRECISION, args=[job_id], queue=QUEUE_CPU)
+    return result
+
+
+@app.task(name=TASK_COMPRESS_PRECISION, bind=True, acks_late=True, reject_on_worker_lost=True, **_RETRY)
+def compress_precision(self: Task, job_id: str) -> dict[str, Any]:
+    queue, worker = _where(self)
+    return execute_compress_job(get_settings(), job_id, queue=queue, worker=worker, phase="precision",
                                 on_success=lambda record: _follow_up_benchmark(record, queue))
 
 

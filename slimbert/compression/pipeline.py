@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -213,14 +213,28 @@ def _job_device(queue: str) -> str:
     return "gpu" if queue == "gpu" and torch.cuda.is_available() else "cpu"
 
 
-def run_compress(settings: Settings, job_id: str, recipe: Recipe, *, queue: str, worker: str) -> dict[str, Any]:
-    """Run every stage of ``recipe`` for job ``job_id``; returns the job's results (JSON)."""
-    from slimbert.compression import stages_precision, stages_structure
+# Precision methods that belong with training on a GPU worker; the rest (INT8 export, calibration,
+# QAT's ONNX export) run on the cpu queue, where their runtime serves.
+GPU_PHASE_METHODS = frozenset({"fp16-bf16", "int4-nf4"})
+Phase = Literal["all", "train", "precision"]
+
+
+def run_compress(settings: Settings, job_id: str, recipe: Recipe, *, queue: str, worker: str,
+                 phase: Phase = "all") -> dict[str, Any]:
+    """Run the stages of ``recipe`` for job ``job_id``; returns the job's results (JSON).
+
+    ``phase`` splits a job between queues: ``train`` runs the structure stages (and half precision and
+    NF4) where the job was queued, typically a GPU worker; ``precision`` then runs the INT8 stages on
+    the cpu queue, reading every parent back from the store. ``all`` runs everything here.
+    """
+    from slimbert.compression import stages_structure
 
     jobs = JobStore(settings.job_dir)
     store = VariantStore(settings.store_dir, min_free_mb=settings.min_free_disk_mb)
     device = _job_device(queue)
     rep = JobReporter(jobs, job_id, stage_weights(recipe, device), queue, worker)
+    if phase == "precision":
+        return _precision_phase(settings, jobs, store, rep, job_id, recipe, device)
 
     with rep.stage("load") as st:
         base_path = resolve_model(recipe.base_model, settings)
@@ -283,7 +297,19 @@ def run_compress(settings: Settings, job_id: str, recipe: Recipe, *, queue: str,
     # The precision stages read every model back from the store.
     del current, teacher, model
 
+    _run_precision(ctx, rep, recipe, device, None if phase == "all" else GPU_PHASE_METHODS)
+    jobs.raise_if_cancelled(job_id)
+    return ctx.results
+
+
+def _run_precision(ctx: Context, rep: JobReporter, recipe: Recipe, device: str,
+                   methods: frozenset[str] | None) -> None:
+    """The precision steps (only ``methods`` when given), each skipped with a reason if it cannot run."""
+    from slimbert.compression import stages_precision
+
     for step in stages_precision.planned_precision(recipe, device):
+        if methods is not None and step.method not in methods:
+            continue
         reason = stages_precision.cannot_run(ctx, step)
         if reason:
             rep.skip(step.stage, reason)
@@ -294,5 +320,28 @@ def run_compress(settings: Settings, job_id: str, recipe: Recipe, *, queue: str,
         if st.state == "skipped":
             ctx.results["skipped"][step.variant] = st.detail.get("reason", "")
 
+
+def _precision_phase(settings: Settings, jobs: JobStore, store: VariantStore, rep: JobReporter, job_id: str,
+                     recipe: Recipe, device: str) -> dict[str, Any]:
+    """The cpu half of a split job: the data again (cheap), the results so far from the job record."""
+    record = jobs.get(job_id)
+    rep.done = sum(rep.weights.get(s.name, 0.0) for s in record.stages if s.state in ("done", "skipped"))
+    with rep.stage("load-precision") as st:
+        base_path = resolve_model(recipe.base_model, settings)
+        tokenizer = load_tokenizer(base_path)
+        train = load_sst2("train", settings.sst2_dir, offline=settings.offline).subset(
+            min(recipe.train_examples or settings.max_train_examples, settings.max_train_examples), recipe.data_seed)
+        dev = load_sst2("validation", settings.sst2_dir, offline=settings.offline).subset(
+            recipe.dev_examples, recipe.data_seed)
+        st.detail.update(device=device)
+    ctx = Context(settings, store, job_id, recipe, recipe.family_name(), base_path, tokenizer, train, dev, device)
+    previous = record.results or {}
+    ctx.results.update({k: v for k, v in previous.items() if k not in ("variants", "skipped")})
+    ctx.results["variants"].update(previous.get("variants", {}))
+    ctx.results["skipped"].update(previous.get("skipped", {}))
+    from slimbert.compression.stages_precision import Method
+
+    _run_precision(ctx, rep, recipe, "cpu", frozenset(get_args(Method)) - GPU_PHASE_METHODS)
     jobs.raise_if_cancelled(job_id)
     return ctx.results
+
