@@ -10,6 +10,7 @@ point estimate. The search stops at its budget with the best candidate found so 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import shutil
 import tempfile
@@ -93,6 +94,10 @@ def _predict_all(predictor: Predictor, data: TextDataset) -> list[int]:
     return classify_all(predictor, data.texts, batch_size=32, bucket=True).label_ids
 
 
+class _OutOfBudget(Exception):
+    """Raised from the training progress hook when the search's budget is spent."""
+
+
 class Search:
     """One autotune run; ``report`` is called with (stage text, percent, best so far)."""
 
@@ -145,12 +150,23 @@ class Search:
                 self.report(f"training {name}", self._percent(), self.best)
                 student = drop_layers(copy.deepcopy(teacher), dropped)
                 loss_fn = _kd_loss(teacher) if distill else None
-                finetune(student, tokenizer, train, self.screen, self.spec.refinetune, loss_fn=loss_fn)
+                try:
+                    finetune(student, tokenizer, train, self.screen, self.spec.refinetune, loss_fn=loss_fn,
+                             progress=functools.partial(self._training, name))
+                except _OutOfBudget:
+                    self.trail.append({"candidate": name, "skipped": "the budget ran out while training it"})
+                    return
                 out = self.work / name
                 student.save_pretrained(out)
                 tokenizer.save_pretrained(out)
                 yield name, out, student.num_parameters(), {"dropped_layers": dropped, "distill": distill,
                                                              "layer_scores": [s.to_json() for s in scores]}
+
+    def _training(self, name: str, percent: float) -> None:
+        """Progress while a structure trains; stops the training when the budget is spent."""
+        if self.out_of_time():
+            raise _OutOfBudget(name)
+        self.report(f"training {name} ({percent:.0f}%)", self._percent(), self.best)
 
     def _acc_loss(self, model: Any) -> tuple[float, float]:
         from slimbert.compression.finetune import evaluate

@@ -78,3 +78,22 @@ def test_autotune_searches_publishes_winner_and_trail(tuned_settings: Settings) 
     assert report["run"] is None  # an autotune run is not a benchmark run
     text = to_markdown(report)
     assert f"-> variant {result['variant']}" in text and "| drop1-kd-int8 |" in text
+
+
+def test_training_stops_when_the_budget_is_spent(tuned_settings: Settings) -> None:
+    from slimbert.autotune import Search, _OutOfBudget
+
+    spec = AutotuneSpec(family="tiny-tune", max_drop=1, distill=[False], precisions=["fp32"], budget_minutes=5,
+                        screen_examples=32, train_examples=32, runs=3)
+    seen: list[str] = []
+    search = Search(tuned_settings, spec, lambda stage, pct, best: seen.append(stage), lambda: False)
+    try:
+        search._training("drop1", 40.0)
+        assert seen[-1] == "training drop1 (40%)"
+        search.deadline = 0.0  # the budget is spent
+        with pytest.raises(_OutOfBudget):
+            search._training("drop1", 60.0)
+        outcome = search.run()
+        assert outcome["stopped"] == "budget" and outcome["trail"] == []
+    finally:
+        search.cleanup()
