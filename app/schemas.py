@@ -15,6 +15,10 @@ class ErrorBody(BaseModel):
     hint: str = ""
 
 
+# The benchmark after every compression and autotune job: lighter than a standalone one's defaults.
+FOLLOW_UP_BENCHMARK: dict[str, Any] = {"batch_sizes": [1, 8, 32], "runs": 10, "warmup": 2}
+
+
 class CompressRequest(BaseModel):
     """A named preset plus overrides; ``recipe`` fields are those of ``slimbert.compression.recipe.Recipe``."""
 
@@ -23,8 +27,7 @@ class CompressRequest(BaseModel):
     device: str = Field(default="auto", pattern="^(auto|cpu|gpu)$",
                         description="where training runs: auto prefers a GPU worker, falls back to cpu")
     benchmark: dict[str, Any] | None = Field(
-        # Lighter than a standalone benchmark's defaults: it runs after every job.
-        default_factory=lambda: {"batch_sizes": [1, 8, 32], "runs": 10, "warmup": 2},
+        default_factory=lambda: dict(FOLLOW_UP_BENCHMARK),
         description="options of the benchmark that follows the job (fields of POST /jobs/benchmark but "
         "family and variants); null skips it")
 

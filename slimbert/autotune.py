@@ -217,7 +217,9 @@ class Search:
     def evaluate(self, name: str, path: Path, runtime: str, precision: str, params: int,
                  details: dict[str, Any]) -> dict[str, Any]:
         predictor = load_variant(_draft(runtime, precision, self.base, params), path)
-        entry: dict[str, Any] = {"candidate": name, "runtime": runtime, "precision": precision, **details}
+        layers = self.base.num_layers - len(details.get("dropped_layers", [])) if self.base.num_layers else None
+        entry: dict[str, Any] = {"candidate": name, "runtime": runtime, "precision": precision,
+                                 "parameters": params, "layers": layers, **details}
         screen = paired_gate(_predict_all(predictor, self.screen), self.base_screen, self.screen.labels, *self.gate)
         entry["screen"] = screen
         if not screen["passes"]:
@@ -291,7 +293,7 @@ def publish_winner(settings: Settings, spec: AutotuneSpec, best: dict[str, Any],
             model = from_pretrained_pruned(__import__("transformers").AutoModelForSequenceClassification, staged)
             params, layers = model.num_parameters(), model.config.num_hidden_layers
         else:
-            params, layers = base.num_parameters, None
+            params, layers = best["parameters"], best["layers"]
         store.publish(staged, VariantManifest(
             family=spec.family, variant=name, runtime=best["runtime"], precision=best["precision"],
             target_device="cpu", base_model_id=base.base_model_id, parent="baseline-fp32",
@@ -301,8 +303,11 @@ def publish_winner(settings: Settings, spec: AutotuneSpec, best: dict[str, Any],
     return name
 
 
-def execute_autotune_job(settings: Settings, job_id: str, *, queue: str, worker: str) -> dict[str, Any]:
-    """The job life cycle around :class:`Search`: progress, cancellation, publishing, the trail."""
+def execute_autotune_job(settings: Settings, job_id: str, *, queue: str, worker: str,
+                         on_success: Callable[[Any], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The job life cycle around :class:`Search`: progress, cancellation, publishing, the trail.
+
+    ``on_success(record)`` runs before the record turns ``succeeded`` (the follow-up benchmark)."""
     import json
 
     from slimbert.jobs import TERMINAL, JobStore, utcnow
@@ -348,6 +353,8 @@ def execute_autotune_job(settings: Settings, job_id: str, *, queue: str, worker:
             search.cleanup()
     state = "cancelled" if jobs.cancel_requested(job_id) else "succeeded"
     variants = [outcome["variant"]] if outcome.get("variant") else []
+    if state == "succeeded" and variants and on_success is not None:
+        outcome.update(on_success(jobs.update(job_id, results=outcome, variants=variants)))
     jobs.update(job_id, state=state, finished_at=utcnow(), progress=100.0, results=outcome, variants=variants,
                 stage="done" if outcome["best"] else "no candidate passed the gate")
     return {"state": state, "variant": outcome.get("variant")}

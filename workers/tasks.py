@@ -46,8 +46,8 @@ def send_benchmark(job_id: str, devices: list[str]) -> None:
 
 
 def _follow_up_benchmark(record: JobRecord, own_queue: str) -> dict[str, Any]:
-    """Every compression job ends with a benchmark of the variants it produced (unless the
-    request turned it off with ``"benchmark": null``)."""
+    """Every compression (and autotune) job ends with a benchmark of its family, so the showdown's
+    latest run covers every variant (unless the request turned it off with ``"benchmark": null``)."""
     overrides = record.request.get("benchmark", {})
     if overrides is None or not record.variants:
         return {}
@@ -56,7 +56,7 @@ def _follow_up_benchmark(record: JobRecord, own_queue: str) -> dict[str, Any]:
         replies = app.control.broadcast(CONTROL_CAPABILITIES, reply=True, timeout=1.0) or []
         live = {q for reply in replies for caps in reply.values() if isinstance(caps, dict)
                 for q in caps.get("queues", [])}
-        spec = BenchmarkSpec(family=record.family or "", variants=record.variants, **overrides)
+        spec = BenchmarkSpec(family=record.family or "", **overrides)
         bench_id, devices = plan_benchmark(settings, spec, live | {own_queue}, JobStore(settings.job_dir),
                                            parent_job=record.id)
         send_benchmark(bench_id, devices)
@@ -89,7 +89,8 @@ def compress_precision(self: Task, job_id: str) -> dict[str, Any]:
 @app.task(name=TASK_AUTOTUNE, bind=True, acks_late=True, reject_on_worker_lost=True, **_RETRY)
 def autotune(self: Task, job_id: str) -> dict[str, Any]:
     queue, worker = _where(self)
-    return execute_autotune_job(get_settings(), job_id, queue=queue, worker=worker)
+    return execute_autotune_job(get_settings(), job_id, queue=queue, worker=worker,
+                                on_success=lambda record: _follow_up_benchmark(record, queue))
 
 
 @app.task(name=TASK_PREDICT, acks_late=True)

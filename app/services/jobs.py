@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from app.schemas import CompressRequest
+from app.schemas import FOLLOW_UP_BENCHMARK, CompressRequest
 from app.services.queue import QueueClient
 from slimbert.autotune import AutotuneSpec
 from slimbert.benchmark.jobs import plan_benchmark
@@ -84,7 +84,7 @@ def submit_autotune(spec: AutotuneSpec, store: VariantStore, jobs: JobStore, que
     store.manifest(spec.family, "baseline-fp32")  # 404 naming what exists when the family is not fine-tuned
     queue.require_redis()
     record = JobRecord(id=jobs.new_id(), kind="autotune", queue=QUEUE_CPU, family=spec.family,
-                       request={"spec": spec.model_dump(mode="json")})
+                       request={"spec": spec.model_dump(mode="json"), "benchmark": dict(FOLLOW_UP_BENCHMARK)})
     jobs.save(record)
     queue.send(TASK_AUTOTUNE, record.id, QUEUE_CPU)
     return record
