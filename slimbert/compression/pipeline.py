@@ -219,6 +219,17 @@ GPU_PHASE_METHODS = frozenset({"fp16-bf16", "int4-nf4"})
 Phase = Literal["all", "train", "precision"]
 
 
+def _load_inputs(settings: Settings, recipe: Recipe) -> tuple[str, PreTrainedTokenizerBase, TextDataset,
+                                                               TextDataset]:
+    """The base model's path and tokenizer, and the recipe's train and dev subsets."""
+    base_path = resolve_model(recipe.base_model, settings)
+    train = load_sst2("train", settings.sst2_dir, offline=settings.offline).subset(
+        min(recipe.train_examples or settings.max_train_examples, settings.max_train_examples), recipe.data_seed)
+    dev = load_sst2("validation", settings.sst2_dir, offline=settings.offline).subset(
+        recipe.dev_examples, recipe.data_seed)
+    return base_path, load_tokenizer(base_path), train, dev
+
+
 def run_compress(settings: Settings, job_id: str, recipe: Recipe, *, queue: str, worker: str,
                  phase: Phase = "all") -> dict[str, Any]:
     """Run the stages of ``recipe`` for job ``job_id``; returns the job's results (JSON).
@@ -237,12 +248,7 @@ def run_compress(settings: Settings, job_id: str, recipe: Recipe, *, queue: str,
         return _precision_phase(settings, jobs, store, rep, job_id, recipe, device)
 
     with rep.stage("load") as st:
-        base_path = resolve_model(recipe.base_model, settings)
-        tokenizer = load_tokenizer(base_path)
-        train = load_sst2("train", settings.sst2_dir, offline=settings.offline).subset(
-            min(recipe.train_examples or settings.max_train_examples, settings.max_train_examples), recipe.data_seed)
-        dev = load_sst2("validation", settings.sst2_dir, offline=settings.offline).subset(
-            recipe.dev_examples, recipe.data_seed)
+        base_path, tokenizer, train, dev = _load_inputs(settings, recipe)
         model = load_classifier(base_path, SST2_LABELS)
         if recipe.layer_pruning is not None:
             # Fail before the long fine-tune when the depth asked for cannot be reached.
@@ -327,12 +333,7 @@ def _precision_phase(settings: Settings, jobs: JobStore, store: VariantStore, re
     record = jobs.get(job_id)
     rep.done = sum(rep.weights.get(s.name, 0.0) for s in record.stages if s.state in ("done", "skipped"))
     with rep.stage("load-precision") as st:
-        base_path = resolve_model(recipe.base_model, settings)
-        tokenizer = load_tokenizer(base_path)
-        train = load_sst2("train", settings.sst2_dir, offline=settings.offline).subset(
-            min(recipe.train_examples or settings.max_train_examples, settings.max_train_examples), recipe.data_seed)
-        dev = load_sst2("validation", settings.sst2_dir, offline=settings.offline).subset(
-            recipe.dev_examples, recipe.data_seed)
+        base_path, tokenizer, train, dev = _load_inputs(settings, recipe)
         st.detail.update(device=device)
     ctx = Context(settings, store, job_id, recipe, recipe.family_name(), base_path, tokenizer, train, dev, device)
     previous = record.results or {}
