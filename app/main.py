@@ -28,7 +28,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.jobs = JobStore(settings.job_dir)
         app.state.queue = QueueClient(settings)
         app.state.engine = ServingEngine(settings, store, app.state.queue)
-        app.state.cache = app.state.engine.cache
         start_reaper(app)
         yield
         await stop_reaper(app)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,8 +105,3 @@ def iter_batches(
         batch["labels"] = torch.tensor([data.labels[i] for i in idx])
         yield batch
 
-
-def tokenize(
-    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int
-) -> dict[str, torch.Tensor]:
-    return dict(tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"))

@@ -6,14 +6,13 @@ sides build their Celery apps from :func:`celery_config` so they cannot disagree
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from slimbert.config import Settings
 
 QUEUE_CPU = "cpu"
 QUEUE_GPU = "gpu"
 QUEUES: tuple[str, ...] = (QUEUE_CPU, QUEUE_GPU)
-Device = Literal["cpu", "gpu"]
 
 TASK_COMPRESS = "slimbert.compress"
 # The cpu half of a compression job whose training ran on the gpu queue (INT8 export and calibration).

@@ -17,6 +17,7 @@ from kombu import Queue
 
 from slimbert.config import get_settings
 from slimbert.reaper import celery_time_limits
+from slimbert.store.store import VariantStore
 from slimbert.tasks import CONTROL_CAPABILITIES, QUEUES, celery_config
 from slimbert.workerinfo import worker_capabilities
 
@@ -43,6 +44,10 @@ def _report_capabilities(**_: Any) -> None:
     # The reaper tells a restarted worker (same name, new process) from the one that ran a job by this.
     _capabilities["started_at"] = datetime.now(UTC).isoformat()
     log.info("worker capabilities: %s", _capabilities)
+    # Staging left by jobs that died with their worker: anything older than a task may live is debris.
+    removed = VariantStore(settings.store_dir).clean_staging(older_than_s=settings.task_time_limit_s)
+    if removed:
+        log.info("removed %d stale staging directories", removed)
 
 
 @control_command(name=CONTROL_CAPABILITIES)

@@ -9,7 +9,6 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
 from app.services.queue import QueueClient
-from app.serving.cache import PredictorCache
 from slimbert.config import Role, Settings
 from slimbert.errors import SlimBertError
 from slimbert.jobs import JobStore
@@ -32,15 +31,10 @@ def get_queue(request: Request) -> QueueClient:
     return request.app.state.queue
 
 
-def get_cache(request: Request) -> PredictorCache:
-    return request.app.state.cache
-
-
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 StoreDep = Annotated[VariantStore, Depends(get_store)]
 JobsDep = Annotated[JobStore, Depends(get_jobs)]
 QueueDep = Annotated[QueueClient, Depends(get_queue)]
-CacheDep = Annotated[PredictorCache, Depends(get_cache)]
 
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False)
 

@@ -19,7 +19,6 @@ from slimbert.store.manifest import NAME_PATTERN
 
 LayerStrategy = Literal["sensitivity", "top", "alternate"]
 PresetName = Literal["quick", "study", "max-cpu", "tiny", "every-stage-tiny"]
-FP32_VARIANTS: tuple[str, ...] = ("baseline-fp32", "pruned-fp32", "heads-fp32")
 # "final" is the most compressed fp32 variant the recipe makes; "all" is every fp32 variant it makes.
 PrecisionTarget = Literal["final", "all", "baseline-fp32", "pruned-fp32", "heads-fp32"]
 DEFAULT_DROP = 2

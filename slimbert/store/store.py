@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -126,15 +127,21 @@ class VariantStore:
                 hint="free disk space or lower SLIMBERT_MIN_FREE_DISK_MB",
             )
 
-    def clean_staging(self) -> int:
-        """Remove debris of crashed jobs; returns how many directories went."""
+    def clean_staging(self, older_than_s: float) -> int:
+        """Remove debris of crashed jobs; returns how many directories went.
+
+        Only entries untouched for ``older_than_s`` go: other workers share the store, and their
+        running jobs stage here too. Pass at least the tasks' hard time limit.
+        """
         count = 0
+        cutoff = time.time() - older_than_s
         for sub in (STAGING, TRASH):
             base = self.root / sub
             if base.is_dir():
                 for child in base.iterdir():
-                    shutil.rmtree(child, ignore_errors=True)
-                    count += 1
+                    if child.stat().st_mtime < cutoff:
+                        shutil.rmtree(child, ignore_errors=True)
+                        count += 1
         return count
 
     def delete(self, family: str, variant: str) -> None:

@@ -88,3 +88,19 @@ def test_free_space_check_refuses_before_writing(tmp_path: Path) -> None:
     store = VariantStore(tmp_path, min_free_mb=10**12)
     with pytest.raises(StoreError, match="MB free"), store.staging("fam", "v1"):
         pass
+
+
+def test_clean_staging_removes_only_old_debris(tmp_path: Path) -> None:
+    import os
+    import time
+
+    store = VariantStore(tmp_path)
+    old = tmp_path / ".staging" / "fam--v1--dead"
+    fresh = tmp_path / ".staging" / "fam--v2--running"
+    for d in (old, fresh):
+        d.mkdir(parents=True)
+        (d / "model.bin").write_bytes(b"x")
+    hour_ago = time.time() - 3600
+    os.utime(old, (hour_ago, hour_ago))
+    assert store.clean_staging(older_than_s=600) == 1
+    assert not old.exists() and fresh.exists()  # another worker's job in progress stays
