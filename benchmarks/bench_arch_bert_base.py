@@ -1,7 +1,8 @@
 """Architecture-only timing of bert-base through the showdown harness.
 
-A random-weight bert-base (12 layers, hidden 768) and its 8-layer cut, FP32 eager and ONNX Runtime
-dynamic INT8, measured interleaved in one run by the same harness as every showdown
+A random-weight bert-base (12 layers, hidden 768) and its 8-layer cut, FP32 eager, ONNX Runtime
+dynamic INT8 (plain and fused) and PT2E INT8 compiled by Inductor, measured interleaved in one run
+by the same harness as every showdown
 (``slimbert.benchmark.runner.run_device_benchmark``). Random weights: latency and size only, no
 accuracy. The published table (bert-base, CPU, batch 1, 128 tokens) stands beside it for scale.
 
@@ -24,10 +25,12 @@ import torch  # noqa: E402
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification  # noqa: E402
 
 from slimbert.benchmark.runner import BenchmarkSpec, run_device_benchmark  # noqa: E402
+from slimbert.compression.inductor_int8 import quantize_inductor_int8  # noqa: E402
 from slimbert.compression.layers import drop_layers  # noqa: E402
 from slimbert.compression.onnx_int8 import quantize_dynamic_int8  # noqa: E402
 from slimbert.compression.sensitivity import choose_layers_to_drop  # noqa: E402
 from slimbert.config import Settings  # noqa: E402
+from slimbert.data import load_sst2  # noqa: E402
 from slimbert.models import resolve_model  # noqa: E402
 from slimbert.store.manifest import Technique, VariantManifest  # noqa: E402
 from slimbert.store.store import VariantStore  # noqa: E402
@@ -48,7 +51,7 @@ def publish(store: VariantStore, variant: str, src: Path, runtime: str, precisio
             labels={0: "negative", 1: "positive"}, num_parameters=params, num_layers=layers))
 
 
-def build(store: VariantStore, work: Path, keep_layers: int) -> None:
+def build(store: VariantStore, work: Path, keep_layers: int, autotune: bool) -> None:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(settings.default_model_id, settings))
     torch.manual_seed(0)
@@ -72,6 +75,18 @@ def build(store: VariantStore, work: Path, keep_layers: int) -> None:
     quantize_dynamic_int8(pruned_dir, fused_dir, optimize=True)
     publish(store, "pruned-int8-fused", fused_dir, "onnxruntime", "int8", model.num_parameters(), keep_layers,
             "pruned-fp32")
+    # The same cut through PT2E quantization and Inductor (oneDNN: AMX-INT8 where the CPU has it).
+    # Random weights, so any sentences calibrate; these are SST-2 dev sentences.
+    inductor_dir = work / "int8-inductor"
+    texts = load_sst2("validation", settings.sst2_dir, offline=True).subset(64, seed=0).texts
+    quantize_inductor_int8(pruned_dir, inductor_dir, texts, max_length=128)
+    publish(store, "pruned-int8-inductor", inductor_dir, "torch-inductor", "int8", model.num_parameters(),
+            keep_layers, "pruned-fp32")
+    if autotune:  # Inductor's own AMX GEMM template where it beats oneDNN: minutes more to compile
+        tuned_dir = work / "int8-inductor-autotuned"
+        quantize_inductor_int8(pruned_dir, tuned_dir, texts, max_length=128, max_autotune=True)
+        publish(store, "pruned-int8-inductor-autotuned", tuned_dir, "torch-inductor", "int8",
+                model.num_parameters(), keep_layers, "pruned-fp32")
 
 
 def main() -> int:
@@ -81,11 +96,13 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--layers", type=int, default=8, help="depth of the cut")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw run here")
+    parser.add_argument("--no-autotune", action="store_true",
+                        help="skip the max-autotune Inductor variant (it adds ~10 minutes of compiling)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="slimbert-arch-") as tmp:
         store_dir = Path(tmp) / "store"
         store = VariantStore(store_dir)
-        build(store, Path(tmp), args.layers)
+        build(store, Path(tmp), args.layers, not args.no_autotune)
         # The dev split only supplies the sentences that get padded to 128 tokens.
         settings = Settings(store_dir=store_dir, _env_file=None)  # type: ignore[call-arg]
         spec = BenchmarkSpec(family=FAMILY, batch_sizes=args.batch_sizes, seq_len=128, runs=args.runs,

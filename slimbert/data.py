@@ -78,6 +78,22 @@ def load_sst2(split: str, local_dir: Path | None, *, offline: bool) -> TextDatas
     return TextDataset(list(ds["sentence"]), [int(x) for x in ds["label"]], "hub:glue/sst2")
 
 
+# Sentences sorted by length within windows of this many batches: long enough to group similar
+# lengths, short enough that every window still mixes the shuffled data.
+_GROUP_WINDOW_BATCHES = 50
+
+
+def _length_grouped(order: list[int], lengths: list[int], batch_size: int, rng: random.Random) -> list[int]:
+    """``order`` regrouped into batches of similar ``lengths``, batches in random order."""
+    window = batch_size * _GROUP_WINDOW_BATCHES
+    batches: list[list[int]] = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: -lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return [i for batch in batches for i in batch]
+
+
 def iter_batches(
     tokenizer: PreTrainedTokenizerBase,
     data: TextDataset,
@@ -87,11 +103,20 @@ def iter_batches(
     shuffle: bool = False,
     seed: int = 0,
     pad_to_max: bool = False,
+    group_by_length: bool = False,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Tokenized batches with labels; dynamic padding (to the batch's longest) unless ``pad_to_max``."""
+    """Tokenized batches with labels; dynamic padding (to the batch's longest) unless ``pad_to_max``.
+
+    ``group_by_length`` (with ``shuffle``) batches sentences of similar length together, as
+    transformers' ``LengthGroupedSampler`` does: SST-2 train phrases run from 1 to 50+ words, so random
+    batches pad most rows to a long neighbour and waste the compute on padding.
+    """
     order = list(range(len(data)))
     if shuffle:
-        random.Random(seed).shuffle(order)
+        rng = random.Random(seed)
+        rng.shuffle(order)
+        if group_by_length:
+            order = _length_grouped(order, [len(t) for t in data.texts], batch_size, rng)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         enc = tokenizer(

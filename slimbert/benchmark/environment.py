@@ -36,6 +36,7 @@ _LIBRARIES = {
     "optimum": ("optimum", "optimum"),
     "optimum_onnx": ("optimum-onnx", "optimum"),
     "bitsandbytes": ("bitsandbytes", "bitsandbytes"),
+    "torchao": ("torchao", "torchao"),
     "numpy": ("numpy", "numpy"),
     "slimbert": ("slimbert", "slimbert"),
 }

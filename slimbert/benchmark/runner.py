@@ -64,6 +64,8 @@ def not_runnable_reason(manifest: VariantManifest, device: str) -> str | None:
     """Why a variant cannot run on ``device``, or None when it can."""
     if device == "gpu" and manifest.runtime == "onnxruntime":
         return "not runnable on this device: ONNX Runtime INT8 variants use the CPU execution provider"
+    if device == "gpu" and manifest.runtime == "torch-inductor":
+        return "not runnable on this device: the Inductor INT8 program is compiled for x86 CPUs (oneDNN)"
     if device == "cpu" and manifest.precision == "fp16":
         return "not runnable on this device: fp16 kernels target the GPU"
     if device == "gpu" and not torch.cuda.is_available():

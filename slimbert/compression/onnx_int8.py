@@ -48,7 +48,7 @@ class PrecisionResult:
     ``files`` are names relative to the output directory; ``params`` is JSON-serializable.
     """
 
-    runtime: Literal["onnxruntime", "torch", "bitsandbytes"]
+    runtime: Literal["onnxruntime", "torch", "bitsandbytes", "torch-inductor"]
     precision: Literal["int8", "bf16", "fp16", "int4"]
     files: list[str]
     params: dict[str, Any] = field(default_factory=dict)

@@ -159,6 +159,17 @@ class Int8Static(_Strict):
     per_channel: bool = False
 
 
+class Int8Inductor(_Strict):
+    """INT8 by PyTorch 2 export quantization (torchao's X86InductorQuantizer), compiled by Inductor onto
+    oneDNN, which uses AMX-INT8 where the CPU has it; activations calibrated on SST-2 train sentences
+    (``static``) or measured per batch (``dynamic``). Compiled when loaded, on the machine that serves."""
+
+    calibration_samples: int = Field(default=256, ge=8, le=4096)
+    activations: Literal["static", "dynamic"] = "static"
+    max_autotune: bool = Field(default=False, description="let Inductor pick its AMX GEMM template or oneDNN "
+                                                          "per linear (minutes to compile at load, faster runs)")
+
+
 class Int8Qat(_Strict):
     """INT8 quantization-aware fine-tuning, exported as ONNX Runtime dynamic INT8."""
 
@@ -181,15 +192,17 @@ class Precision(_Strict):
     fp16_bf16: HalfPrecision | None = None
     int8_dynamic: Int8Dynamic | None = Field(default_factory=Int8Dynamic)
     int8_static: Int8Static | None = None
+    int8_inductor: Int8Inductor | None = None
     int8_qat: Int8Qat | None = None
     int4_nf4: Int4Nf4 | None = None
 
     @model_validator(mode="after")
     def _some_method(self) -> Precision:
-        if not any((self.fp16_bf16, self.int8_dynamic, self.int8_static, self.int8_qat, self.int4_nf4)):
+        if not any((self.fp16_bf16, self.int8_dynamic, self.int8_static, self.int8_inductor, self.int8_qat,
+                    self.int4_nf4)):
             raise ValueError(
-                "precision enables no method: set one of fp16_bf16, int8_dynamic, int8_static, int8_qat, "
-                "int4_nf4 (or set precision to null)"
+                "precision enables no method: set one of fp16_bf16, int8_dynamic, int8_static, int8_inductor, "
+                "int8_qat, int4_nf4 (or set precision to null)"
             )
         return self
 
@@ -297,7 +310,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "precision": {
             "targets": ["all"], "fp16_bf16": {"dtype": "auto"}, "int8_dynamic": {}, "int8_static": {},
-            "int8_qat": {}, "int4_nf4": {},
+            "int8_inductor": {}, "int8_qat": {}, "int4_nf4": {},
         },
     },
     # The fastest CPU variant we expect within ~1 point of the baseline: 6 -> 4 layers (sensitivity),
@@ -321,7 +334,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sensitivity": {"enabled": False},
         "layer_pruning": {"drop": 1, "strategy": "top", "refinetune": _TINY_TRAIN},
     },
-    # For tests: every stage once on a tiny model, in well under a minute of compute.
+    # For tests: every stage once on a tiny model, in well under a minute of compute. int8_inductor is
+    # left out: compiling costs tens of seconds per load, and tests/unit/test_inductor_int8.py covers it.
     "every-stage-tiny": {
         "train_examples": 64,
         "dev_examples": 32,

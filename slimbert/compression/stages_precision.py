@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Method = Literal["int8-dynamic", "int8-static", "int8-qat", "int4-nf4", "fp16-bf16"]
+Method = Literal["int8-dynamic", "int8-static", "int8-inductor", "int8-qat", "int4-nf4", "fp16-bf16"]
 # bitsandbytes' CPU 4-bit kernel packs weights in blocks of 64 input features.
 NF4_CPU_BLOCK = 64
 
@@ -63,6 +63,8 @@ def planned_precision(recipe: Recipe, device: str = "cpu") -> list[PrecisionStep
             steps.append(PrecisionStep("int8-dynamic", source, f"{structure}-int8"))
         if p.int8_static:
             steps.append(PrecisionStep("int8-static", source, f"{structure}-int8-static"))
+        if p.int8_inductor:
+            steps.append(PrecisionStep("int8-inductor", source, f"{structure}-int8-inductor"))
         if p.int8_qat:
             steps.append(PrecisionStep("int8-qat", source, f"{structure}-int8-qat"))
         if p.int4_nf4:
@@ -106,6 +108,10 @@ def cannot_run(ctx: Context, step: PrecisionStep) -> str | None:
         if dtype == "bf16" and ctx.device != "gpu" and not cpu_supports_bf16():
             return ("no CUDA GPU and this CPU has no native bf16 (avx512_bf16 / amx_bf16): bf16 would be slower "
                     "than fp32 here")
+    if step.method == "int8-inductor":
+        from slimbert.compression.inductor_int8 import unavailable_reason
+
+        return unavailable_reason()
     if step.method == "int4-nf4":
         cfg = _config(src)
         sizes = cfg.get(INTERMEDIATE_SIZES_ATTR)
@@ -140,6 +146,14 @@ def _build(ctx: Context, step: PrecisionStep, src: Path, staged: Path) -> tuple[
         texts = ctx.train.subset(p.int8_static.calibration_samples, ctx.recipe.data_seed + 1).texts
         made = quantize_static_int8(src, staged, texts, method=p.int8_static.method,
                                     per_channel=p.int8_static.per_channel, max_length=ctx.recipe.eval_max_length)
+    elif step.method == "int8-inductor":
+        assert p.int8_inductor is not None
+        from slimbert.compression.inductor_int8 import quantize_inductor_int8
+
+        texts = ctx.train.subset(p.int8_inductor.calibration_samples, ctx.recipe.data_seed + 1).texts
+        made = quantize_inductor_int8(src, staged, texts, activations=p.int8_inductor.activations,
+                                      max_autotune=p.int8_inductor.max_autotune,
+                                      max_length=ctx.recipe.eval_max_length)
     elif step.method == "int8-qat":
         assert p.int8_qat is not None
         from transformers import AutoModelForSequenceClassification
@@ -149,7 +163,7 @@ def _build(ctx: Context, step: PrecisionStep, src: Path, staged: Path) -> tuple[
         q = p.int8_qat
         model = from_pretrained_pruned(AutoModelForSequenceClassification, src)
         batches = iter_batches(ctx.tokenizer, ctx.train, batch_size=q.batch_size, max_length=q.max_length,
-                               shuffle=True, seed=ctx.recipe.data_seed + 2)
+                               shuffle=True, seed=ctx.recipe.data_seed + 2, group_by_length=True)
         torch.manual_seed(ctx.recipe.data_seed)
         made = qat_int8(model, batches, q.steps, q.lr, staged, tokenizer_dir=src)
     elif step.method == "int4-nf4":
@@ -171,7 +185,8 @@ def make_precision_variant(ctx: Context, step: PrecisionStep, progress: Progress
         if progress:
             progress(70.0)
         params = {**made.params, **notes, "source": step.source}
-        target = "gpu" if made.precision == "fp16" else "cpu" if made.runtime == "onnxruntime" else "any"
+        cpu_only = made.runtime in ("onnxruntime", "torch-inductor")
+        target = "gpu" if made.precision == "fp16" else "cpu" if cpu_only else "any"
         draft = make_manifest(ctx, step.variant, step.source, Technique(name=step.method, params=params),
                               runtime=made.runtime, precision=made.precision, num_parameters=parent.num_parameters,
                               num_layers=parent.num_layers, target_device=target)

@@ -137,6 +137,7 @@ def train_with_pruner(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     target sparsity reached even when the schedule's end lies past the last step.
     """
     t = cfg.train
+    train = t.stage_data(train)
     torch.manual_seed(t.seed)
     total = math.ceil(len(train) / t.batch_size) * t.epochs
     start_step = int(cfg.schedule.start * total)
@@ -165,7 +166,7 @@ def train_with_pruner(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     start, step, losses = time.perf_counter(), 0, []
     for epoch in range(t.epochs):
         for batch in iter_batches(tokenizer, train, batch_size=t.batch_size, max_length=t.max_length,
-                                  shuffle=True, seed=t.seed + epoch):
+                                  shuffle=True, seed=t.seed + epoch, group_by_length=True):
             if pruner.step(step):
                 optimizer, scheduler = _optimizer(model, t, warmup, total, step)
                 record(step)

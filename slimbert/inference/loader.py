@@ -10,14 +10,14 @@ import torch
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from slimbert.errors import SlimBertError
-from slimbert.inference.predictor import BnbPredictor, OrtPredictor, Predictor, TorchPredictor
+from slimbert.inference.predictor import BnbPredictor, InductorPredictor, OrtPredictor, Predictor, TorchPredictor
 from slimbert.models import load_tokenizer
 from slimbert.store.manifest import VariantManifest
 
 log = logging.getLogger(__name__)
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-RUNTIMES = ("torch", "onnxruntime", "bitsandbytes")
+RUNTIMES = ("torch", "onnxruntime", "bitsandbytes", "torch-inductor")
 
 
 def _torch_device(device: str) -> str:
@@ -37,7 +37,9 @@ def load_variant(
     - ``onnxruntime``: ``model.onnx`` in a CPU session (INT8 variants);
     - ``torch``: rebuilt with ``from_pretrained_pruned`` in the manifest's precision (fp32, bf16, fp16),
       so head-, layer- and FFN-pruned checkpoints load with their own shapes;
-    - ``bitsandbytes``: NF4 weights through ``precision.load_nf4``.
+    - ``bitsandbytes``: NF4 weights through ``precision.load_nf4``;
+    - ``torch-inductor``: ``model.pt2`` compiled by Inductor (``inductor_int8.load_compiled``); the
+      compilation happens here, before the predictor is returned, so no request pays for it.
     """
     tokenizer = load_tokenizer(str(path))
     labels = {int(k): v for k, v in manifest.labels.items()}
@@ -71,6 +73,16 @@ def load_variant(
         torch_device = _torch_device(device)
         model = cast(PreTrainedModel, load_nf4(path, torch_device))  # load_nf4 returns from_pretrained's model
         return BnbPredictor(model, tokenizer, labels, device=torch_device)
+    if manifest.runtime == "torch-inductor":
+        from slimbert.compression.inductor_int8 import load_compiled
+
+        if _torch_device(device) != "cpu":
+            raise SlimBertError(f"{manifest.family}/{manifest.variant} is an Inductor INT8 program for x86 CPUs",
+                                hint="serve it on a CPU worker or the API")
+        predictor = InductorPredictor(load_compiled(path), tokenizer, labels)
+        predictor.predict(["warm up", "the compiler"])  # batch > 1: the general shape family
+        predictor.predict(["warm up"])  # batch 1, which torch.compile specializes
+        return predictor
     raise SlimBertError(
         f"runtime {manifest.runtime!r} of {manifest.family}/{manifest.variant} is not supported here",
         hint=f"supported runtimes: {', '.join(RUNTIMES)}",

@@ -140,3 +140,19 @@ class OrtPredictor(_Base):
         (logits,) = self.session.run(["logits"], feed)
         model_ms = (time.perf_counter() - start) * 1000
         return BatchOutput(to_predictions(logits, self.labels), logits, tok_ms, model_ms)
+
+
+class InductorPredictor(TorchPredictor):
+    """An INT8 program compiled by TorchInductor (see ``compression.inductor_int8``); CPU only.
+
+    ``model`` is the compiled program wrapped to look like a model (called with the tokenizer's
+    tensors, returns an object with ``logits``, carries ``config``), so timing code treats it as torch.
+    """
+
+    runtime = "torch-inductor"
+
+    def __init__(self, program: Any, tokenizer: PreTrainedTokenizerBase, labels: dict[int, str]) -> None:
+        super().__init__(program, tokenizer, labels, device="cpu")
+
+    def _place(self, model: Any, device: str) -> Any:
+        return model

@@ -15,7 +15,7 @@ FORMAT_VERSION = 1
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 _NAME_RE = re.compile(NAME_PATTERN)
 
-Runtime = Literal["torch", "onnxruntime", "bitsandbytes"]
+Runtime = Literal["torch", "onnxruntime", "bitsandbytes", "torch-inductor"]
 
 
 def is_valid_name(name: str) -> bool:

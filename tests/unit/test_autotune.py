@@ -31,6 +31,20 @@ def test_paired_gate_uses_the_interval() -> None:
     assert paired_gate(far_worse, base, labels, gate=0.99)["passes"] is False
 
 
+def test_require_point_also_needs_the_measured_accuracy_at_the_bar() -> None:
+    labels = [1, 0] * 100
+    worse = list(labels)
+    for i in range(0, 6):
+        worse[i] = 1 - worse[i]  # 0.97 against a perfect baseline
+    # 0.985 x 1.0: not significantly below (passes by the interval), but measured below the bar.
+    loose = paired_gate(worse, labels, labels, gate=0.985)
+    strict = paired_gate(worse, labels, labels, gate=0.985, require_point=True)
+    assert loose["passes"] is True and strict["passes"] is False
+    assert "accuracy >= threshold" in strict["rule"]
+    # At or above the bar, the extra condition changes nothing.
+    assert paired_gate(worse, labels, labels, gate=0.97, kind="absolute", require_point=True)["passes"] is True
+
+
 @pytest.fixture
 def tuned_settings(tmp_path: Path, tiny_model_dir: Path) -> Settings:
     sst2 = tmp_path / "sst2"

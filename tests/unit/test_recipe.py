@@ -47,9 +47,11 @@ def test_study_plan() -> None:
     assert recipe.layer_pruning.distill is not None and recipe.layer_pruning.distill.temperature.start == 10
     assert recipe.head_ffn_pruning is not None and recipe.head_ffn_pruning.distill is not None
     names = [s.variant for s in planned_precision(recipe)]
-    for v in ("baseline-int8", "pruned-int8", "pruned-int8-static", "pruned-int8-qat", "pruned-int4",
-              "pruned-bf16", "heads-int8", "heads-bf16"):
+    for v in ("baseline-int8", "pruned-int8", "pruned-int8-static", "pruned-int8-inductor", "pruned-int8-qat",
+              "pruned-int4", "pruned-bf16", "heads-int8", "heads-bf16"):
         assert v in names
+    inductor = next(s for s in planned_precision(recipe) if s.variant == "pruned-int8-inductor")
+    assert (inductor.method, inductor.source) == ("int8-inductor", "pruned-fp32")
     assert "pruned-fp16" in [s.variant for s in planned_precision(recipe, device="gpu")]
 
 

@@ -1,0 +1,198 @@
+"""INT8 through PyTorch 2 export quantization, compiled by TorchInductor onto oneDNN (AMX-INT8 or VNNI).
+
+Why a second INT8 runtime: ONNX Runtime's MLAS runs its INT8 GEMMs on AVX-512 VNNI and never on AMX,
+while oneDNN, to which Inductor lowers quantized linears, picks AMX-INT8 where the CPU has it
+(``benchmarks/bench_arch_bert_base.py`` measures both against FP32 eager in one run).
+
+The recipe: ``torch.export`` the fp32 model with dynamic batch and sequence dims, annotate it with
+torchao's ``X86InductorQuantizer`` (int8 weights per channel; activations per tensor, calibrated on
+train sentences or, with ``activations="dynamic"``, measured per batch), convert, drop the fp32
+originals the quantized graph no longer reads, and save the program as ``model.pt2``. Loading compiles
+it with ``torch.compile`` and Inductor's freezing (weights prepacked once for oneDNN), optionally
+under bf16 autocast so the ops left unquantized (attention, softmax, LayerNorm) run in bf16 on AMX.
+Compilation happens on the machine that serves, so the kernels match its CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Literal
+
+import torch
+
+from slimbert.compression.onnx_int8 import PrecisionResult, copy_tokenizer_files, cpu_flags, list_files
+
+log = logging.getLogger(__name__)
+
+Activations = Literal["static", "dynamic"]
+PROGRAM_FILE = "model.pt2"
+# How the program is to be compiled where it is loaded (written beside it, read by load_compiled).
+COMPILE_FILE = "compile.json"
+# Sizes the exported program accepts. Examples are traced at batch 2 so batch 1 stays symbolic
+# (torch.export specializes dims seen at size 1).
+MAX_BATCH, MAX_SEQ = 4096, 512
+_EXAMPLE_BATCH, _EXAMPLE_SEQ = 2, 16
+
+
+def _dynamic_shapes(names: Sequence[str], max_positions: int) -> dict[str, dict[int, Any]]:
+    from torch.export import Dim
+
+    batch, seq = Dim("batch", min=1, max=MAX_BATCH), Dim("seq", min=2, max=min(MAX_SEQ, max_positions))
+    return {name: {0: batch, 1: seq} for name in names}
+
+
+class _Logits(torch.nn.Module):
+    """The classifier with a plain tensor output: a saved program can only rebuild pytree types that
+    torch.export knows how to deserialize, and transformers' ``SequenceClassifierOutput`` is not one."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        kwargs = {"attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        return self.model(input_ids=input_ids, **{k: v for k, v in kwargs.items() if v is not None}).logits
+
+
+def _drop_unused_tensors(gm: torch.fx.GraphModule) -> int:
+    """Delete parameters and buffers the graph never reads; returns how many.
+
+    ``convert_pt2e`` adds the int8 weights as new constants but leaves the fp32 originals attached, and
+    ``torch.export`` would save both: a file larger than the fp32 model.
+    """
+    used = {str(n.target) for n in gm.graph.nodes if n.op == "get_attr"}
+    dropped = 0
+    for name, _ in [*gm.named_parameters(), *gm.named_buffers()]:
+        if name in used:
+            continue
+        owner_path, _, attr = name.rpartition(".")
+        owner = gm.get_submodule(owner_path) if owner_path else gm
+        if hasattr(owner, attr):
+            delattr(owner, attr)
+            dropped += 1
+    return dropped
+
+
+def quantize_inductor_int8(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    calibration_texts: Sequence[str],
+    *,
+    activations: Activations = "static",
+    max_autotune: bool = False,
+    max_length: int = 128,
+    batch_size: int = 16,
+) -> PrecisionResult:
+    """Quantize the fp32 checkpoint in ``model_dir`` and write ``model.pt2`` plus tokenizer and config.
+
+    ``max_autotune`` asks the loader to let Inductor benchmark its own C++ GEMM template (AMX
+    micro-kernels) against oneDNN for each linear and keep the faster. Loading then takes minutes
+    instead of tens of seconds (each of the two shape families, batch 1 and larger, is tuned once; no
+    later shape recompiles); bert-base at batch 1 ran about 1.45x faster for it (docs/PERFORMANCE.md).
+    """
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from slimbert.compression.layers import from_pretrained_pruned
+
+    src, out = Path(model_dir), Path(out_dir)
+    if not calibration_texts:
+        raise ValueError("calibration_texts is empty: give at least one sentence to calibrate on")
+    model = from_pretrained_pruned(AutoModelForSequenceClassification, src).eval()
+    tokenizer = AutoTokenizer.from_pretrained(src)
+    encoded = tokenizer(["calibration"] * _EXAMPLE_BATCH, padding="max_length", max_length=_EXAMPLE_SEQ,
+                        truncation=True, return_tensors="pt")
+    names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
+    example = {k: encoded[k] for k in names}
+    shapes = _dynamic_shapes(names, int(model.config.max_position_embeddings))
+    with torch.no_grad():
+        graph = torch.export.export(_Logits(model), (), example, dynamic_shapes=shapes).module()
+        quantizer = xiq.X86InductorQuantizer()
+        quantizer.set_global(xiq.get_default_x86_inductor_quantization_config(is_dynamic=activations == "dynamic"))
+        prepared = prepare_pt2e(graph, quantizer)
+        for start in range(0, len(calibration_texts), batch_size):
+            enc = tokenizer(list(calibration_texts[start : start + batch_size]), padding=True, truncation=True,
+                            max_length=max_length, return_tensors="pt")
+            prepared(**{k: enc[k] for k in names})
+        converted = convert_pt2e(prepared)
+        dropped = _drop_unused_tensors(converted)
+        program = torch.export.export(converted, (), example, dynamic_shapes=shapes)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.export.save(program, out / PROGRAM_FILE)
+    (out / COMPILE_FILE).write_text(json.dumps({"max_autotune": max_autotune}) + "\n")
+    model.config.save_pretrained(out)  # for FLOPs, depth and labels; the weights live in model.pt2
+    copy_tokenizer_files(src, out)
+    log.info("inductor int8: %d calibration sentences, %d fp32 tensors dropped", len(calibration_texts), dropped)
+    return PrecisionResult(
+        runtime="torch-inductor", precision="int8", files=list_files(out),
+        params={"quantizer": "torchao X86InductorQuantizer", "activations": activations, "max_autotune": max_autotune,
+                "weights": "int8 per channel, symmetric", "calibration_samples": len(calibration_texts),
+                "inputs": names, "torch": torch.__version__},
+    )
+
+
+def unavailable_reason() -> str | None:
+    """Why this runtime cannot run in this process, or None when it can."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return f"the Inductor INT8 path lowers to oneDNN's x86 kernels; this machine is {platform.machine()}"
+    try:
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
+    except ImportError as exc:
+        return f"torchao's X86InductorQuantizer is not importable ({exc}); install torchao"
+    return None
+
+
+def bf16_autocast_pays() -> bool:
+    """True where bf16 math is native (AMX-BF16 or AVX512-BF16), so mixing it into INT8 runs faster."""
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+
+
+class CompiledProgram:
+    """The compiled program, called like a model: tokenizer tensors in, an output with ``logits`` out."""
+
+    def __init__(self, compiled: Callable[..., Any], names: list[str], config: Any, bf16_mixed: bool,
+                 max_autotune: bool = False) -> None:
+        self.compiled, self.input_names, self.config, self.bf16_mixed = compiled, names, config, bf16_mixed
+        self.inductor_options: dict[str, Any] = {"freezing": True}
+        if max_autotune:
+            self.inductor_options.update(max_autotune=True, max_autotune_gemm_backends="CPP,ATEN")
+
+    def __call__(self, **inputs: torch.Tensor) -> SimpleNamespace:
+        import torch._inductor.config as inductor_config
+
+        # Freezing folds the int8 weights into constants that Inductor prepacks for oneDNN's qlinear.
+        # It must be on whenever a call compiles, which is any call that meets a new shape family;
+        # torch.compile(options={"freezing": True}) fails on the prepack op, the config patch does not.
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16_mixed), \
+                inductor_config.patch(self.inductor_options):
+            logits = self.compiled(**{k: inputs[k] for k in self.input_names})
+        return SimpleNamespace(logits=logits.float())
+
+
+def load_compiled(path: str | Path, *, bf16_mixed: bool | None = None) -> CompiledProgram:
+    """``path/model.pt2`` compiled by Inductor; ``bf16_mixed`` defaults to :func:`bf16_autocast_pays`.
+
+    Compilation is lazy: the first call per shape family (batch 1, then larger batches) compiles, which
+    takes tens of seconds, so callers warm up before they serve or time.
+    """
+    # Registers the quantized_decomposed ops the saved graph calls; without it the program cannot load.
+    import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401
+    from transformers import AutoConfig
+
+    program = torch.export.load(Path(path) / PROGRAM_FILE)
+    names = [spec.arg.name for spec in program.graph_signature.input_specs
+             if spec.kind == torch.export.graph_signature.InputKind.USER_INPUT]
+    compiled = torch.compile(program.module(), dynamic=True)
+    mixed = bf16_autocast_pays() if bf16_mixed is None else bf16_mixed
+    options_file = Path(path) / COMPILE_FILE
+    options = json.loads(options_file.read_text()) if options_file.exists() else {}
+    return CompiledProgram(compiled, names, AutoConfig.from_pretrained(path), mixed,
+                           max_autotune=bool(options.get("max_autotune", False)))
