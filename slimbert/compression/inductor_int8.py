@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import torch
 
-from slimbert.compression.onnx_int8 import PrecisionResult, copy_tokenizer_files, cpu_flags, list_files
+from slimbert.compression.onnx_int8 import PrecisionResult, copy_tokenizer_files, list_files
 
 log = logging.getLogger(__name__)
 
@@ -150,11 +150,6 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def bf16_autocast_pays() -> bool:
-    """True where bf16 math is native (AMX-BF16 or AVX512-BF16), so mixing it into INT8 runs faster."""
-    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
-
-
 class CompiledProgram:
     """The compiled program, called like a model: tokenizer tensors in, an output with ``logits`` out."""
 
@@ -178,7 +173,7 @@ class CompiledProgram:
 
 
 def load_compiled(path: str | Path, *, bf16_mixed: bool | None = None) -> CompiledProgram:
-    """``path/model.pt2`` compiled by Inductor; ``bf16_mixed`` defaults to :func:`bf16_autocast_pays`.
+    """``path/model.pt2`` compiled by Inductor; ``bf16_mixed`` defaults to ``cpu_supports_bf16()`` (native bf16 math).
 
     Compilation is lazy: the first call per shape family (batch 1, then larger batches) compiles, which
     takes tens of seconds, so callers warm up before they serve or time.
@@ -191,7 +186,9 @@ def load_compiled(path: str | Path, *, bf16_mixed: bool | None = None) -> Compil
     names = [spec.arg.name for spec in program.graph_signature.input_specs
              if spec.kind == torch.export.graph_signature.InputKind.USER_INPUT]
     compiled = torch.compile(program.module(), dynamic=True)
-    mixed = bf16_autocast_pays() if bf16_mixed is None else bf16_mixed
+    from slimbert.compression.precision import cpu_supports_bf16
+
+    mixed = cpu_supports_bf16() if bf16_mixed is None else bf16_mixed
     options_file = Path(path) / COMPILE_FILE
     options = json.loads(options_file.read_text()) if options_file.exists() else {}
     return CompiledProgram(compiled, names, AutoConfig.from_pretrained(path), mixed,
