@@ -2,8 +2,9 @@
 
 Three contenders from one family, measured interleaved (A B C A B C ...) in one process:
 - ``baseline-fp32`` eager, every batch padded to 128 tokens (the naive way);
-- the peer: optimum's default dynamic INT8 (``ORTQuantizer`` + ``AutoQuantizationConfig`` for this
-  CPU) of the unpruned baseline, dynamic padding, no bucketing;
+- the peer: optimum's default dynamic INT8 of the unpruned baseline, exactly as optimum's docs make it
+  (``ORTQuantizer`` + ``AutoQuantizationConfig.<this CPU's preset>(is_static=False)`` with the preset's own
+  defaults: per-channel, full range), dynamic padding, no bucketing;
 - the winner (default ``pruned-int8``): length bucketing + dynamic padding.
 Accuracy comes with 95% Wilson intervals and a McNemar test against the baseline.
 
@@ -27,13 +28,29 @@ import torch  # noqa: E402
 
 from slimbert.benchmark.environment import describe_environment  # noqa: E402
 from slimbert.benchmark.stats import mcnemar, wilson_interval  # noqa: E402
-from slimbert.compression.onnx_int8 import quantize_dynamic_int8  # noqa: E402
+from slimbert.compression.onnx_int8 import copy_tokenizer_files, detect_isa, export_onnx  # noqa: E402
 from slimbert.config import get_settings  # noqa: E402
 from slimbert.data import load_sst2  # noqa: E402
 from slimbert.inference.bucketing import classify_all  # noqa: E402
 from slimbert.inference.loader import load_variant  # noqa: E402
 from slimbert.store.manifest import Technique, VariantManifest  # noqa: E402
 from slimbert.store.store import VariantStore  # noqa: E402
+
+
+def optimum_default_int8(model_dir: Path, out: Path) -> str:
+    """The peer as a user of optimum makes it: the preset for this CPU, nothing changed. Returns the preset."""
+    from optimum.onnxruntime import ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+    from transformers import AutoConfig
+
+    isa = detect_isa()
+    qconfig = getattr(AutoQuantizationConfig, isa)(is_static=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = export_onnx(model_dir, Path(tmp))
+        ORTQuantizer(fp32, config=AutoConfig.from_pretrained(model_dir)).quantize(
+            quantization_config=qconfig, save_dir=out, file_suffix=None)
+    copy_tokenizer_files(model_dir, out)
+    return f"{isa}, per_channel={qconfig.per_channel}, reduce_range={qconfig.reduce_range}"
 
 
 def padded_baseline(predictor: object, texts: list[str], batch_size: int) -> Callable[[], list[int]]:
@@ -68,14 +85,14 @@ def main() -> int:
     base = load_variant(base_m, store.variant_dir(family, "baseline-fp32"))
     winner = load_variant(win_m, store.variant_dir(family, args.winner))
     with tempfile.TemporaryDirectory() as tmp:
-        made = quantize_dynamic_int8(store.variant_dir(family, "baseline-fp32"), Path(tmp))
+        preset = optimum_default_int8(store.variant_dir(family, "baseline-fp32"), Path(tmp))
         peer_manifest = VariantManifest(family=family, variant="peer-int8", runtime="onnxruntime", precision="int8",
                                         base_model_id=base_m.base_model_id, technique=Technique(name="optimum-default"),
                                         labels=base_m.labels, num_parameters=base_m.num_parameters)
         peer = load_variant(peer_manifest, Path(tmp))
         contenders: dict[str, Callable[[], list[int]]] = {
             "baseline-fp32 padded to 128": padded_baseline(base, texts, args.batch_size),
-            f"peer: optimum dynamic INT8 ({made.params.get('isa', 'auto')}), unpruned": lambda: classify_all(
+            f"peer: optimum dynamic INT8 ({preset}), unpruned": lambda: classify_all(
                 peer, texts, batch_size=args.batch_size, bucket=False).label_ids,
             f"winner: {args.winner}, bucketed": lambda: classify_all(
                 winner, texts, batch_size=args.batch_size, bucket=True).label_ids,

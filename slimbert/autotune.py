@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from slimbert.benchmark.latency import interleaved
 from slimbert.benchmark.runner import model_call
@@ -64,12 +64,21 @@ class AutotuneSpec(BaseModel):
     batch_size: int = Field(default=1, ge=1, le=256)
     budget_minutes: float = Field(default=20, gt=0, le=24 * 60)
     max_drop: int = Field(default=2, ge=0, le=24, description="deepest cut, in encoder layers")
+    min_drop: int = Field(default=1, ge=1, le=24, description="shallowest cut to train (the uncut baseline is "
+                                                             "always tried: it costs no training)")
     distill: list[bool] = Field(default=[True, False], min_length=1)
     precisions: list[PrecisionChoice] = Field(default=list(PRECISIONS), min_length=1)
     screen_examples: int = Field(default=256, ge=32, le=872, description="held-out dev subset for screening")
     train_examples: int = Field(default=4000, ge=32, le=67_349)
     refinetune: FinetuneConfig = Field(default_factory=lambda: FinetuneConfig(epochs=1, learning_rate=1e-4))
     runs: int = Field(default=30, ge=3, le=1000)
+
+    @model_validator(mode="after")
+    def _drops_in_order(self) -> AutotuneSpec:
+        if self.max_drop and self.min_drop > self.max_drop:
+            raise ValueError(f"min_drop ({self.min_drop}) is above max_drop ({self.max_drop}): set min_drop to at "
+                             f"most {self.max_drop}, or raise max_drop")
+        return self
 
 
 def paired_gate(cand: list[int], base: list[int], labels: list[int], gate: float,
@@ -155,7 +164,7 @@ class Search:
         train = load_sst2("train", self.settings.sst2_dir, offline=self.settings.offline).subset(
             self.spec.train_examples, seed=7)
         layers = teacher.config.num_hidden_layers
-        for drop in range(1, min(self.spec.max_drop, layers - 1) + 1):
+        for drop in range(self.spec.min_drop, min(self.spec.max_drop, layers - 1) + 1):
             dropped = choose_layers_to_drop(layers, drop, "sensitivity", scores)
             for distill in self.spec.distill:
                 if self.out_of_time():
@@ -216,7 +225,7 @@ class Search:
                     yield f"{name}-{prec}", out, made.runtime, made.precision, made.params
                     continue
                 else:
-                    made = quantize_dynamic_int8(src, out, per_channel=prec == "int8-per-channel",
+                    made = quantize_dynamic_int8(src, out, per_channel=True if prec == "int8-per-channel" else None,
                                                  optimize=prec == "int8-optimized")
             except Exception as exc:  # one failed option must not end the search
                 self.trail.append({"candidate": f"{name}-{prec}", "skipped": f"{type(exc).__name__}: {exc}"})

@@ -143,10 +143,14 @@ class HalfPrecision(_Strict):
     dtype: Literal["auto", "bf16", "fp16"] = "auto"
 
 
+PER_CHANNEL_HELP = ("one weight scale per output channel; null: per-channel where the CPU needs 7-bit weights "
+                    "(x86 without VNNI), per-tensor elsewhere")
+
+
 class Int8Dynamic(_Strict):
     """ONNX Runtime dynamic INT8 (weights int8, activations quantized per batch at run time)."""
 
-    per_channel: bool = False
+    per_channel: bool | None = Field(default=None, description=PER_CHANNEL_HELP)
     isa: Literal["auto", "avx512_vnni", "avx2", "arm64"] = "auto"
     optimize: bool = Field(default=False, description="fuse attention/LayerNorm/GELU before quantizing")
 
@@ -156,7 +160,7 @@ class Int8Static(_Strict):
 
     calibration_samples: int = Field(default=256, ge=8, le=4096)
     method: Literal["minmax", "entropy", "percentile"] = "minmax"
-    per_channel: bool = False
+    per_channel: bool | None = Field(default=None, description=PER_CHANNEL_HELP)
 
 
 class Int8Inductor(_Strict):
@@ -179,6 +183,16 @@ class Int8Qat(_Strict):
     max_length: int = Field(default=64, ge=8, le=512)
 
 
+class Int8Mixed(_Strict):
+    """Mixed precision: ONNX Runtime dynamic INT8 except the encoder layers INT8 hurts most, kept fp32.
+    Each layer's sensitivity is measured by quantizing it alone (KL of the logits against fp32 on
+    SST-2 train probe sentences)."""
+
+    keep_fp32_layers: int = Field(default=1, ge=0, le=23, description="most INT8-sensitive layers kept fp32")
+    probe_examples: int = Field(default=256, ge=8, le=4096)
+    per_channel: bool | None = Field(default=None, description=PER_CHANNEL_HELP)
+
+
 class Int4Nf4(_Strict):
     """bitsandbytes NF4 weights for the encoder's Linear layers (the classifier stays fp32)."""
 
@@ -194,15 +208,16 @@ class Precision(_Strict):
     int8_static: Int8Static | None = None
     int8_inductor: Int8Inductor | None = None
     int8_qat: Int8Qat | None = None
+    int8_mixed: Int8Mixed | None = None
     int4_nf4: Int4Nf4 | None = None
 
     @model_validator(mode="after")
     def _some_method(self) -> Precision:
         if not any((self.fp16_bf16, self.int8_dynamic, self.int8_static, self.int8_inductor, self.int8_qat,
-                    self.int4_nf4)):
+                    self.int8_mixed, self.int4_nf4)):
             raise ValueError(
                 "precision enables no method: set one of fp16_bf16, int8_dynamic, int8_static, int8_inductor, "
-                "int8_qat, int4_nf4 (or set precision to null)"
+                "int8_qat, int8_mixed, int4_nf4 (or set precision to null)"
             )
         return self
 
@@ -310,7 +325,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "precision": {
             "targets": ["all"], "fp16_bf16": {"dtype": "auto"}, "int8_dynamic": {}, "int8_static": {},
-            "int8_inductor": {}, "int8_qat": {}, "int4_nf4": {},
+            "int8_inductor": {}, "int8_qat": {}, "int8_mixed": {}, "int4_nf4": {},
         },
     },
     # The fastest CPU variant we expect within ~1 point of the baseline: 6 -> 4 layers (sensitivity),
@@ -350,7 +365,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "precision": {
             "targets": ["pruned-fp32", "heads-fp32"], "fp16_bf16": {}, "int8_dynamic": {"optimize": True},
             "int8_static": {"calibration_samples": 16}, "int8_qat": {"steps": 4, "batch_size": 8, "max_length": 32},
-            "int4_nf4": {"compute_dtype": "fp32"},
+            "int8_mixed": {"probe_examples": 16}, "int4_nf4": {"compute_dtype": "fp32"},
         },
     },
 }

@@ -1,9 +1,9 @@
 """Precision stages: each fp32 target gets the recipe's precision variants, named ``{structure}-{precision}``.
 
 baseline-fp32 -> baseline-int8, pruned-fp32 -> pruned-int8 / pruned-int8-static / pruned-int8-qat /
-pruned-int4 / pruned-bf16, heads-fp32 -> heads-int8, ... Every variant is read from the published fp32
-variant on disk (so it is built from exactly what is served) and its accuracy is measured on its own
-runtime. A step that cannot run here is skipped with the reason, never dropped silently.
+pruned-int8-mixed / pruned-int4 / pruned-bf16, heads-fp32 -> heads-int8, ... Every variant is read from
+the published fp32 variant on disk (so it is built from exactly what is served) and its accuracy is
+measured on its own runtime. A step that cannot run here is skipped with the reason, never dropped silently.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Method = Literal["int8-dynamic", "int8-static", "int8-inductor", "int8-qat", "int4-nf4", "fp16-bf16"]
+Method = Literal[
+    "int8-dynamic", "int8-static", "int8-inductor", "int8-qat", "int8-mixed", "int4-nf4", "fp16-bf16"
+]
 # bitsandbytes' CPU 4-bit kernel packs weights in blocks of 64 input features.
 NF4_CPU_BLOCK = 64
 
@@ -67,6 +69,8 @@ def planned_precision(recipe: Recipe, device: str = "cpu") -> list[PrecisionStep
             steps.append(PrecisionStep("int8-inductor", source, f"{structure}-int8-inductor"))
         if p.int8_qat:
             steps.append(PrecisionStep("int8-qat", source, f"{structure}-int8-qat"))
+        if p.int8_mixed:
+            steps.append(PrecisionStep("int8-mixed", source, f"{structure}-int8-mixed"))
         if p.int4_nf4:
             steps.append(PrecisionStep("int4-nf4", source, f"{structure}-int4"))
         if p.fp16_bf16:
@@ -112,6 +116,12 @@ def cannot_run(ctx: Context, step: PrecisionStep) -> str | None:
         from slimbert.compression.inductor_int8 import unavailable_reason
 
         return unavailable_reason()
+    if step.method == "int8-mixed":
+        assert ctx.recipe.precision is not None and ctx.recipe.precision.int8_mixed is not None
+        keep, layers = ctx.recipe.precision.int8_mixed.keep_fp32_layers, int(_config(src)["num_hidden_layers"])
+        if keep >= layers:
+            return (f"keep_fp32_layers is {keep} but {step.source} has {layers} encoder layers: nothing would be "
+                    f"quantized; use at most {layers - 1}")
     if step.method == "int4-nf4":
         cfg = _config(src)
         sizes = cfg.get(INTERMEDIATE_SIZES_ATTR)
@@ -166,6 +176,17 @@ def _build(ctx: Context, step: PrecisionStep, src: Path, staged: Path) -> tuple[
                                shuffle=True, seed=ctx.recipe.data_seed + 2, group_by_length=True)
         torch.manual_seed(ctx.recipe.data_seed)
         made = qat_int8(model, batches, q.steps, q.lr, staged, tokenizer_dir=src)
+    elif step.method == "int8-mixed":
+        assert p.int8_mixed is not None
+        from slimbert.compression.mixed_int8 import quantize_mixed_int8
+
+        m = p.int8_mixed
+        texts = ctx.train.subset(m.probe_examples, ctx.recipe.data_seed + 3).texts
+        made = quantize_mixed_int8(src, staged, texts, keep_fp32_layers=m.keep_fp32_layers,
+                                   per_channel=m.per_channel, max_length=ctx.recipe.eval_max_length)
+        # The job record shows the measured per-layer sensitivity and which layers stayed fp32.
+        notes["fp32_layers"] = made.params["fp32_layers"]
+        notes["layer_int8_sensitivity"] = made.params["layer_int8_sensitivity"]
     elif step.method == "int4-nf4":
         assert p.int4_nf4 is not None
         made = quantize_nf4(src, staged, p.int4_nf4.compute_dtype)

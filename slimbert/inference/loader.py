@@ -56,6 +56,11 @@ def load_variant(
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if ort_spinning else "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "1" if ort_spinning else "0")
         session = ort.InferenceSession(str(path / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        from slimbert.compression.onnx_int8 import saturation_risk
+
+        params = manifest.technique.params
+        if why := saturation_risk(params.get("quantization", params)):  # autotune nests its candidate's params
+            log.warning("%s/%s: %s", manifest.family, manifest.variant, why)
         return OrtPredictor(session, tokenizer, labels)
     if manifest.runtime == "torch":
         from slimbert.compression.layers import from_pretrained_pruned

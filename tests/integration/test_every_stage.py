@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from transformers import AutoTokenizer, BertModel
 
 from app.main import create_app
+from slimbert.compression.precision import cpu_supports_bf16
 from slimbert.compression.recipe import Recipe
 from slimbert.config import Settings
 from slimbert.models import _packaged_dir
@@ -25,11 +26,12 @@ from tests.unit.test_pipeline import tiny_config
 
 pytestmark = pytest.mark.integration
 
+# bf16 is made where the CPU has native bf16 math (AVX512-BF16/AMX) and skipped, with the reason, elsewhere.
 MADE = {
     "baseline-fp32", "pruned-fp32", "heads-fp32",
-    "pruned-int8", "pruned-int8-static", "pruned-int8-qat", "pruned-int4", "pruned-bf16",
-    "heads-int8", "heads-int8-static", "heads-int8-qat", "heads-bf16",
-}
+    "pruned-int8", "pruned-int8-static", "pruned-int8-qat", "pruned-int8-mixed", "pruned-int4",
+    "heads-int8", "heads-int8-static", "heads-int8-qat", "heads-int8-mixed",
+} | ({"pruned-bf16", "heads-bf16"} if cpu_supports_bf16() else set())
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +59,11 @@ def test_every_stage_through_a_real_worker(stack_settings: Settings, cpu_worker:
         # The one step that cannot run is in the record with its reason.
         assert stages["int4-nf4:heads-int4"]["state"] == "skipped"
         assert "FFN" in stages["int4-nf4:heads-int4"]["detail"]["reason"]
-        assert job["results"]["skipped"] == {"heads-int4": stages["int4-nf4:heads-int4"]["detail"]["reason"]}
+        skipped = {name.split(":")[1]: s["detail"]["reason"] for name, s in stages.items()
+                   if s["state"] == "skipped" and ":" in name}  # precision stages are "<method>:<variant>"
+        assert job["results"]["skipped"] == skipped
+        assert set(job["results"]["skipped"]) == {"heads-int4"} | (
+            set() if cpu_supports_bf16() else {"pruned-bf16", "heads-bf16"})
         assert len(job["results"]["sensitivity"]) == 3
         heads = stages["prune-heads-ffn"]["detail"]
         assert heads["encoder_parameters_after"] < heads["encoder_parameters_before"]

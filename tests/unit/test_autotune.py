@@ -94,6 +94,23 @@ def test_autotune_searches_publishes_winner_and_trail(tuned_settings: Settings) 
     assert f"-> variant {result['variant']}" in text and "| drop1-kd-int8 |" in text
 
 
+def test_min_drop_skips_shallow_cuts(tuned_settings: Settings) -> None:
+    from slimbert.autotune import Search
+
+    spec = AutotuneSpec(family="tiny-tune", min_drop=2, max_drop=2, distill=[False], precisions=["fp32"],
+                        budget_minutes=3, screen_examples=32, train_examples=32, runs=3,
+                        refinetune={"epochs": 1, "batch_size": 16, "max_length": 32})
+    search = Search(tuned_settings, spec, lambda stage, pct, best: None, lambda: False)
+    try:
+        made = [(name, details.get("dropped_layers")) for name, _, _, details in search.structures()]
+    finally:
+        search.cleanup()
+    assert [name for name, _ in made] == ["drop0", "drop2"]  # the uncut baseline, then straight to two layers
+    assert len(made[1][1]) == 2
+    with pytest.raises(ValueError, match="min_drop"):
+        AutotuneSpec(family="tiny-tune", min_drop=3, max_drop=2)
+
+
 def test_training_stops_when_the_budget_is_spent(tuned_settings: Settings) -> None:
     from slimbert.autotune import Search, _OutOfBudget
 

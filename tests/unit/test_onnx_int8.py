@@ -20,6 +20,7 @@ from slimbert.compression.onnx_int8 import (
     export_onnx,
     ort_session,
     quantize_dynamic_int8,
+    saturation_risk,
 )
 from tests.unit.conftest import make_tiny_bert
 
@@ -156,3 +157,26 @@ def test_detect_isa_is_a_known_preset() -> None:
 def test_ort_session_threads(fp32_onnx: Path) -> None:
     session = ort_session(fp32_onnx, intra_op_threads=1)
     assert session.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_saturation_risk_flags_full_range_weights_without_vnni(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    full, reduced = {"reduce_range": False, "weights_dtype": "QInt8"}, {"reduce_range": True, "weights_dtype": "QInt8"}
+    assert "VNNI" in (saturation_risk(full, flags={"avx2", "fma"}) or "")
+    assert saturation_risk(full, flags={"avx2", "avx512_vnni"}) is None
+    assert saturation_risk(full, flags={"avx2", "avx_vnni"}) is None
+    assert saturation_risk(reduced, flags={"avx2"}) is None
+    assert saturation_risk({}, flags={"avx2"}) is None  # not an int8 weight record
+    monkeypatch.setattr("platform.machine", lambda: "aarch64")
+    assert saturation_risk(full, flags=set()) is None
+
+
+def test_avx2_preset_reduces_weight_range() -> None:
+    from slimbert.compression.onnx_int8 import quantization_config
+
+    assert quantization_config("avx2", is_static=False, per_channel=True).reduce_range is True
+    assert quantization_config("avx512_vnni", is_static=False, per_channel=True).reduce_range is False
+    # Unset, per-channel goes with 7-bit weights: one 7-bit scale per matrix loses points.
+    assert quantization_config("avx2", is_static=False).per_channel is True
+    assert quantization_config("avx512_vnni", is_static=False).per_channel is False
+    assert quantization_config("avx2", is_static=True, per_channel=False).per_channel is False

@@ -14,6 +14,7 @@ from slimbert.compression.finetune import finetune
 from slimbert.compression.heads import alive_heads
 from slimbert.compression.layers import from_pretrained_pruned
 from slimbert.compression.pipeline import JobReporter, StageSkipped, run_compress
+from slimbert.compression.precision import cpu_supports_bf16
 from slimbert.compression.recipe import Distillation, HeadFfnPruning, Recipe, TrainConfig, build_recipe
 from slimbert.compression.schedules import cubic_sparsity
 from slimbert.compression.stages_precision import PrecisionStep, cannot_run, linear_input_widths
@@ -117,9 +118,14 @@ def test_every_stage_on_a_tiny_model(tmp_path: Path, sst2_dir: Path, encoder64: 
     results, job = run_job(settings, recipe)
     states = {s.name: s.state for s in job.stages}
     for stage in ("finetune", "sensitivity", "prune-layers", "prune-heads-ffn", "int8-dynamic:pruned-int8",
-                  "int8-static:pruned-int8-static", "int8-qat:pruned-int8-qat", "int4-nf4:pruned-int4",
-                  "fp16-bf16:pruned-bf16", "int8-dynamic:heads-int8"):
+                  "int8-static:pruned-int8-static", "int8-qat:pruned-int8-qat", "int8-mixed:pruned-int8-mixed",
+                  "int8-mixed:heads-int8-mixed", "int4-nf4:pruned-int4", "int8-dynamic:heads-int8"):
         assert states[stage] == "done", (stage, job.stages)
+    # bf16 runs where the CPU has native bf16 math, and is skipped with the reason elsewhere.
+    if cpu_supports_bf16():
+        assert states["fp16-bf16:pruned-bf16"] == "done"
+    else:
+        assert states["fp16-bf16:pruned-bf16"] == "skipped" and "bf16" in results["skipped"]["pruned-bf16"]
     # NF4 of the FFN-pruned model cannot run: recorded with the reason, not dropped.
     assert states["int4-nf4:heads-int4"] == "skipped" and "FFN" in results["skipped"]["heads-int4"]
     assert len(results["sensitivity"]) == 3
@@ -136,8 +142,11 @@ def test_every_stage_on_a_tiny_model(tmp_path: Path, sst2_dir: Path, encoder64: 
     assert m["heads-int8"].technique.params["optimize_skipped"]  # ragged heads: no attention fusion
     assert m["pruned-int8"].technique.params["optimize"] is True
     assert (m["pruned-int4"].runtime, m["pruned-int4"].precision) == ("bitsandbytes", "int4")
-    assert (m["pruned-bf16"].runtime, m["pruned-bf16"].precision) == ("torch", "bf16")
+    if cpu_supports_bf16():
+        assert (m["pruned-bf16"].runtime, m["pruned-bf16"].precision) == ("torch", "bf16")
     assert m["pruned-int8-qat"].technique.params["qat"] is True
+    mixed = m["pruned-int8-mixed"].technique.params  # 2 layers after the cut: one measured most sensitive stays fp32
+    assert [s["layer"] for s in mixed["layer_int8_sensitivity"]] == [0, 1] and len(mixed["fp32_layers"]) == 1
     reloaded = from_pretrained_pruned(BertForSequenceClassification, store.variant_dir("every", "heads-fp32"))
     assert reloaded.config.intermediate_sizes == heads.technique.params["after"]["ffn_widths"]
     for name, manifest in m.items():

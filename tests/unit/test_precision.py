@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
+from slimbert.compression.onnx_int8 import detect_isa
 from slimbert.compression.precision import (
     NF4_LOAD_TIME_CONFIG,
     FakeQuantLinear,
+    activation_matmuls,
     cpu_supports_bf16,
     fold_fake_quant,
     load_nf4,
@@ -113,6 +115,18 @@ def test_static_int8_each_method(
         assert any(not np.array_equal(scales[k], minmax[k]) for k in scales)
 
 
+def test_static_int8_keeps_attention_products_fp32(checkpoint: Path, static_minmax: Path) -> None:
+    """Q·Kᵀ and P·V stay float MatMuls; every product with a weight becomes QLinearMatMul."""
+    import onnx
+
+    graph = onnx.load(str(static_minmax / "model.onnx")).graph
+    ops = [n.op_type for n in graph.node]
+    layers = AutoConfig.from_pretrained(checkpoint).num_hidden_layers
+    assert ops.count("MatMul") == 2 * layers  # the two attention products per layer
+    assert len(activation_matmuls(graph)) == 2 * layers
+    assert ops.count("QLinearMatMul") == 6 * layers  # Q, K, V, attention output, FFN in, FFN out
+
+
 def test_static_int8_rejects_empty_texts(checkpoint: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="calibration_texts"):
         quantize_static_int8(checkpoint, tmp_path, [])
@@ -176,7 +190,10 @@ def test_nf4_runs_on_cpu(checkpoint64: Path, tmp_path: Path, serialize: bool) ->
         ).stat().st_size
 
 
-def test_qat_int8_artifact_matches_fake_quant_model(checkpoint: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("isa", ["auto", "avx2"])
+def test_qat_int8_artifact_matches_fake_quant_model(checkpoint: Path, tmp_path: Path, isa: str) -> None:
+    """The artifact computes what the fake-quant model computed, on this CPU. 'avx2' (7-bit weights) must
+    hold on every CPU; 'auto' picks this CPU's grid (full range needs VNNI, else it saturates)."""
     model = make_tiny_bert()
     g = torch.Generator().manual_seed(5)
     batches = []
@@ -191,25 +208,35 @@ def test_qat_int8_artifact_matches_fake_quant_model(checkpoint: Path, tmp_path: 
             }
         )
     before = [p.detach().clone() for p in model.parameters()]
-    result = qat_int8(model, batches, steps=8, lr=1e-3, out_dir=tmp_path, tokenizer_dir=checkpoint)
+    result = qat_int8(model, batches, steps=8, lr=1e-3, out_dir=tmp_path, tokenizer_dir=checkpoint, isa=isa)
     assert (result.runtime, result.precision) == ("onnxruntime", "int8")
     assert result.params["qat"] is True and result.params["fake_quant_modules"] == 4 * 6
+    qmax = 64 if (detect_isa() if isa == "auto" else isa) == "avx2" else 127
+    assert result.params["weight_qmax"] == qmax and result.params["reduce_range"] is (qmax == 64)
+    assert result.params["weights_dtype"] == "QInt8"  # the symmetric s8 grid the weights were folded onto
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True)), "no training"
     assert not any(isinstance(m, FakeQuantLinear) for m in model.modules()), "fake quant not folded"
 
     # Folded weights sit on the per-channel int8 grid.
     w = model.bert.encoder.layer[0].attention.self.query.weight.detach()
-    steps = w / (w.abs().amax(dim=1, keepdim=True) / 127)
-    assert torch.allclose(steps, steps.round(), atol=1e-3)
+    steps = w / (w.abs().amax(dim=1, keepdim=True) / qmax)
+    assert torch.allclose(steps, steps.round(), atol=1e-3) and int(steps.abs().max().round()) == qmax
 
     # Re-wrapping the folded model gives the fake-quant model (weight fake quant is now the identity).
-    assert prepare_qat(model) == 24
+    assert prepare_qat(model, weight_qmax=qmax) == 24
     with torch.no_grad():
         fake_quant = model.eval()(**torch_inputs()).logits.numpy()
     assert fold_fake_quant(model) == 24
     assert "tokenizer.json" in result.files
     int8 = ort_logits(tmp_path / "model.onnx", tiny_inputs())
     assert_close_to_spread(int8, fake_quant, QAT_REL_TOL)
+    import onnx
+    from onnx import numpy_helper
+
+    # ORT recovered the folded grid: every stored int8 weight lies in -qmax..qmax and reaches it.
+    graph = onnx.load(str(tmp_path / "model.onnx")).graph
+    weights = [numpy_helper.to_array(i) for i in graph.initializer if i.name.endswith("_quantized")]
+    assert weights and all(w.dtype == np.int8 and int(np.abs(w.astype(np.int32)).max()) == qmax for w in weights)
 
 
 @pytest.mark.gpu
