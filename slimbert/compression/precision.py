@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -64,6 +65,7 @@ def quantize_static_int8(
     per_channel: bool | None = None,
     max_length: int = 128,
     percentile: float = 99.999,
+    keep_ffn_output_fp32: bool = True,
 ) -> PrecisionResult:
     """Export to ONNX; quantize weights and activations to INT8 with ranges calibrated on the texts.
 
@@ -77,6 +79,10 @@ def quantize_static_int8(
     MatMuls, only those with a constant weight are quantized, as ONNX Runtime's dynamic path does
     (``MatMulConstBOnly``, which its static path leaves off): the attention products Q·Kᵀ and P·V
     multiply two activations, and one per-tensor uint8 range for softmax probabilities loses the most.
+    ``keep_ffn_output_fp32`` also leaves each layer's FFN output product in fp32: its input, the GELU
+    output, carries the outliers one static range cannot cover (Bondarenko et al., 2021). On the 4-layer
+    MiniLM (AVX2 EPYC, per-channel weights, fp32 0.8647) min-max static INT8 scored 0.8452 with every
+    MatMul quantized, 0.8544 with the attention products fp32, and 0.8670 with the FFN outputs fp32 too.
     """
     from datasets import Dataset
     from onnxruntime.quantization import QuantFormat, QuantizationMode
@@ -99,7 +105,8 @@ def quantize_static_int8(
 
         graph = onnx.load(str(fp32_path), load_external_data=False).graph
         input_names = [i.name for i in graph.input]
-        qconfig.nodes_to_exclude = activation_matmuls(graph)
+        qconfig.nodes_to_exclude = activation_matmuls(graph) + (ffn_output_matmuls(graph) if keep_ffn_output_fp32
+                                                                 else [])
         # The histogram calibrators (entropy, percentile) stack every batch, so all need one shape: pad to
         # the longest text. Harmless because only MatMul inputs are calibrated and masked attention
         # probabilities are exactly zero.
@@ -135,7 +142,8 @@ def quantize_static_int8(
         "calibration_method": method,
         "calibration_samples": len(calibration_texts),
         "max_length": max_length,
-        "fp32_activation_matmuls": len(qconfig.nodes_to_exclude),
+        "fp32_matmuls": len(qconfig.nodes_to_exclude),
+        "keep_ffn_output_fp32": keep_ffn_output_fp32,
         **({"percentile": percentile} if method == "percentile" else {}),
         **qconfig_params(qconfig),
     }
@@ -148,6 +156,16 @@ def activation_matmuls(graph: Any) -> list[str]:
     constants = {init.name for init in graph.initializer}
     constants |= {out for node in graph.node if node.op_type == "Constant" for out in node.output}
     return [node.name for node in graph.node if node.op_type == "MatMul" and node.input[1] not in constants]
+
+
+# optimum's exporter names nodes after the torch module path; the FFN output is layer.N.output.dense
+# (the attention output projection is layer.N.attention.output.dense).
+_FFN_OUTPUT = re.compile(r"/layer\.\d+/output/dense/MatMul$")
+
+
+def ffn_output_matmuls(graph: Any) -> list[str]:
+    """Names of the MatMul nodes of each encoder layer's FFN output projection."""
+    return [node.name for node in graph.node if node.op_type == "MatMul" and _FFN_OUTPUT.search(node.name)]
 
 
 def to_half(model_dir: str | Path, out_dir: str | Path, dtype: Literal["bf16", "fp16"]) -> PrecisionResult:

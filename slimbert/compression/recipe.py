@@ -160,6 +160,8 @@ class Int8Static(_Strict):
 
     calibration_samples: int = Field(default=256, ge=8, le=4096)
     method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    keep_ffn_output_fp32: bool = Field(default=True, description="leave each FFN output product in fp32: its "
+                                       "input (the GELU output) has outliers one static range cannot cover")
     per_channel: bool | None = Field(default=None, description=PER_CHANNEL_HELP)
 
 

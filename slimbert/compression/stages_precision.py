@@ -155,7 +155,8 @@ def _build(ctx: Context, step: PrecisionStep, src: Path, staged: Path) -> tuple[
         assert p.int8_static is not None
         texts = ctx.train.subset(p.int8_static.calibration_samples, ctx.recipe.data_seed + 1).texts
         made = quantize_static_int8(src, staged, texts, method=p.int8_static.method,
-                                    per_channel=p.int8_static.per_channel, max_length=ctx.recipe.eval_max_length)
+                                    per_channel=p.int8_static.per_channel, max_length=ctx.recipe.eval_max_length,
+                                    keep_ffn_output_fp32=p.int8_static.keep_ffn_output_fp32)
     elif step.method == "int8-inductor":
         assert p.int8_inductor is not None
         from slimbert.compression.inductor_int8 import quantize_inductor_int8

@@ -19,6 +19,7 @@ from slimbert.compression.precision import (
     FakeQuantLinear,
     activation_matmuls,
     cpu_supports_bf16,
+    ffn_output_matmuls,
     fold_fake_quant,
     load_nf4,
     prepare_qat,
@@ -115,16 +116,30 @@ def test_static_int8_each_method(
         assert any(not np.array_equal(scales[k], minmax[k]) for k in scales)
 
 
-def test_static_int8_keeps_attention_products_fp32(checkpoint: Path, static_minmax: Path) -> None:
-    """Q·Kᵀ and P·V stay float MatMuls; every product with a weight becomes QLinearMatMul."""
+@pytest.mark.parametrize("keep_ffn_output", [True, False])
+def test_static_int8_keeps_attention_products_fp32(
+    checkpoint: Path, static_minmax: Path, tmp_path: Path, keep_ffn_output: bool
+) -> None:
+    """Q·Kᵀ and P·V stay float MatMuls, and by default so does each FFN output product; every other
+    product with a weight becomes QLinearMatMul."""
     import onnx
 
-    graph = onnx.load(str(static_minmax / "model.onnx")).graph
+    out = static_minmax
+    if not keep_ffn_output:
+        out = tmp_path
+        quantize_static_int8(checkpoint, out, calibration_texts(), method="minmax", keep_ffn_output_fp32=False)
+    graph = onnx.load(str(out / "model.onnx")).graph
     ops = [n.op_type for n in graph.node]
     layers = AutoConfig.from_pretrained(checkpoint).num_hidden_layers
-    assert ops.count("MatMul") == 2 * layers  # the two attention products per layer
-    assert len(activation_matmuls(graph)) == 2 * layers
-    assert ops.count("QLinearMatMul") == 6 * layers  # Q, K, V, attention output, FFN in, FFN out
+    assert len(activation_matmuls(graph)) == 2 * layers  # the two attention products per layer
+    ffn_out = ffn_output_matmuls(graph)
+    if keep_ffn_output:
+        assert len(ffn_out) == layers and all("/attention/" not in name for name in ffn_out)
+        assert ops.count("MatMul") == 3 * layers
+        assert ops.count("QLinearMatMul") == 5 * layers  # Q, K, V, attention output, FFN in
+    else:
+        assert ffn_out == [] and ops.count("MatMul") == 2 * layers
+        assert ops.count("QLinearMatMul") == 6 * layers
 
 
 def test_static_int8_rejects_empty_texts(checkpoint: Path, tmp_path: Path) -> None:
