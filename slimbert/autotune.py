@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from slimbert.benchmark.latency import interleaved
 from slimbert.benchmark.runner import model_call
@@ -73,12 +73,15 @@ class AutotuneSpec(BaseModel):
     refinetune: FinetuneConfig = Field(default_factory=lambda: FinetuneConfig(epochs=1, learning_rate=1e-4))
     runs: int = Field(default=30, ge=3, le=1000)
 
-    @model_validator(mode="after")
-    def _drops_in_order(self) -> AutotuneSpec:
-        if self.max_drop and self.min_drop > self.max_drop:
-            raise ValueError(f"min_drop ({self.min_drop}) is above max_drop ({self.max_drop}): set min_drop to at "
-                             f"most {self.max_drop}, or raise max_drop")
-        return self
+    @field_validator("min_drop")
+    @classmethod
+    def _drops_in_order(cls, min_drop: int, info: ValidationInfo) -> int:
+        # A field validator (max_drop is declared first) so the 422 names min_drop itself.
+        max_drop = info.data.get("max_drop")
+        if max_drop and min_drop > max_drop:
+            raise ValueError(f"min_drop ({min_drop}) is above max_drop ({max_drop}): set min_drop to at most "
+                             f"{max_drop}, or raise max_drop")
+        return min_drop
 
 
 def paired_gate(cand: list[int], base: list[int], labels: list[int], gate: float,

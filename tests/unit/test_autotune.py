@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from slimbert.autotune import AutotuneSpec, execute_autotune_job, paired_gate
 from slimbert.config import Settings
@@ -107,8 +108,9 @@ def test_min_drop_skips_shallow_cuts(tuned_settings: Settings) -> None:
         search.cleanup()
     assert [name for name, _ in made] == ["drop0", "drop2"]  # the uncut baseline, then straight to two layers
     assert len(made[1][1]) == 2
-    with pytest.raises(ValueError, match="min_drop"):
+    with pytest.raises(ValidationError, match="min_drop") as refused:
         AutotuneSpec(family="tiny-tune", min_drop=3, max_drop=2)
+    assert refused.value.errors()[0]["loc"] == ("min_drop",)  # the 422 names the field
 
 
 def test_training_stops_when_the_budget_is_spent(tuned_settings: Settings) -> None:
