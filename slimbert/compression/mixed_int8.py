@@ -32,6 +32,7 @@ from slimbert.compression.onnx_int8 import (
     qconfig_params,
     quantization_config,
 )
+from slimbert.inference.predictor import softmax
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +67,8 @@ def _logits(path: Path, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
     return np.concatenate([session.run(["logits"], {k: v for k, v in f.items() if k in names})[0] for f in feeds])
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
 def _kl(ref: np.ndarray, other: np.ndarray) -> float:
-    p, q = _softmax(ref.astype(np.float64)), _softmax(other.astype(np.float64))
+    p, q = softmax(ref.astype(np.float64)), softmax(other.astype(np.float64))
     return float(np.mean(np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), axis=-1)))
 
 
