@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors.torch import load_file
@@ -156,7 +156,9 @@ def resize_ffn_to_config(model: nn.Module) -> nn.Module:
     return model
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``save_pretrained`` directory (safetensors, sharded or not, or legacy .bin)."""
+    path = Path(path)
     single = path / "model.safetensors"
     if single.is_file():
         return load_file(str(single))
@@ -175,6 +177,27 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     raise FileNotFoundError(f"no model.safetensors, safetensors index or pytorch_model.bin in {path}")
 
 
+def pruned_skeleton(model_cls: Any, path: str | Path, *, attn_implementation: str | None = None) -> PreTrainedModel:
+    """The architecture of the checkpoint at ``path``, pruned heads and per-layer FFN widths included.
+
+    Built from its config (which replays ``config.pruned_heads``) with FFN widths from
+    ``config.intermediate_sizes``; the parameters are uninitialised, for a state dict to be loaded into.
+    """
+    config_class = getattr(model_cls, "config_class", None) or AutoConfig
+    config = config_class.from_pretrained(str(path))
+    kwargs: dict[str, Any] = {}
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    # Skipping random init is safe: callers overwrite every parameter.
+    with no_init_weights():
+        if isinstance(model_cls, type) and issubclass(model_cls, PreTrainedModel):
+            model = model_cls._from_config(config, **kwargs)
+        else:
+            model = model_cls.from_config(config, **kwargs)
+    resize_ffn_to_config(model)
+    return cast(PreTrainedModel, model)
+
+
 def from_pretrained_pruned(
     model_cls: Any,
     path: str | Path,
@@ -185,26 +208,14 @@ def from_pretrained_pruned(
     """Load a model saved with ``save_pretrained`` after head, layer and/or FFN pruning.
 
     ``model_cls`` is a concrete class (``BertForSequenceClassification``) or an Auto class
-    (``AutoModelForSequenceClassification``). The model is built from its config (which replays
-    ``config.pruned_heads``), FFN widths are set from ``config.intermediate_sizes``, and the weights are
+    (``AutoModelForSequenceClassification``). The model is ``pruned_skeleton`` and the weights are
     loaded strictly, so every parameter comes from the checkpoint and none is silently re-initialised.
     Works for unpruned checkpoints too. Returns the model in eval mode.
     """
     path = Path(path)
-    config_class = getattr(model_cls, "config_class", None) or AutoConfig
-    config = config_class.from_pretrained(str(path))
-    kwargs: dict[str, Any] = {}
-    if attn_implementation is not None:
-        kwargs["attn_implementation"] = attn_implementation
-    # Skipping random init is safe: the strict load below overwrites every parameter.
-    with no_init_weights():
-        if isinstance(model_cls, type) and issubclass(model_cls, PreTrainedModel):
-            model = model_cls._from_config(config, **kwargs)
-        else:
-            model = model_cls.from_config(config, **kwargs)
-    resize_ffn_to_config(model)
+    model = pruned_skeleton(model_cls, path, attn_implementation=attn_implementation)
 
-    missing, unexpected = model.load_state_dict(_read_state_dict(path), strict=False)
+    missing, unexpected = model.load_state_dict(read_state_dict(path), strict=False)
     # save_pretrained omits tied copies (e.g. an MLM decoder sharing the word embeddings).
     tied = [str(k) for k in (getattr(model, "_tied_weights_keys", None) or [])]
     untied_missing = [k for k in missing if not any(k.endswith(t) for t in tied)]
@@ -216,5 +227,5 @@ def from_pretrained_pruned(
     if missing:
         model.tie_weights()
     if dtype is not None:
-        model.to(dtype)
+        cast(nn.Module, model).to(dtype)  # transformers' typed wrapper of .to confuses mypy
     return model.eval()

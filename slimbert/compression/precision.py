@@ -1,4 +1,4 @@
-"""Precision stages beyond dynamic INT8: static INT8, bf16/fp16, NF4 and INT8 quantization-aware training.
+"""Precision stages beyond dynamic INT8: static INT8, bf16/fp16 and INT8 quantization-aware training (NF4: nf4.py).
 
 Each function reads a Hugging Face fp32 sequence-classification checkpoint directory (or, for QAT, a
 model in memory) and writes a variant into an empty output directory, returning a ``PrecisionResult``.
@@ -6,10 +6,8 @@ model in memory) and writes a variant into an empty output directory, returning 
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -39,9 +37,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CalibrationMethod = Literal["minmax", "entropy", "percentile"]
-# Sidecar written only when a 4-bit checkpoint cannot be serialized: fp32 weights are stored and the
-# loader quantizes them with this config.
-NF4_LOAD_TIME_CONFIG = "bnb_load_time_quantization.json"
 _TORCH_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -187,85 +182,6 @@ def to_half(model_dir: str | Path, out_dir: str | Path, dtype: Literal["bf16", "
     copy_tokenizer_files(Path(model_dir), out)
     params = {"dtype": str(torch_dtype).removeprefix("torch."), "load_kwargs": {"dtype": "auto"}}
     return PrecisionResult(runtime="torch", precision=dtype, files=list_files(out), params=params)
-
-
-def _bnb_config(compute_dtype: str) -> Any:
-    from transformers import BitsAndBytesConfig
-
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_compute_dtype=_dtype(compute_dtype, ("bf16", "fp32")),
-        # The 2-way head is tiny and decides the argmax: 4 bits there cost accuracy and save nothing.
-        llm_int8_skip_modules=["classifier"],
-    )
-
-
-def quantize_nf4(
-    model_dir: str | Path,
-    out_dir: str | Path,
-    compute_dtype: Literal["bf16", "fp32"] = "bf16",
-    *,
-    serialize: bool = True,
-) -> PrecisionResult:
-    """Quantize the encoder's Linear layers to bitsandbytes NF4 (blocksize 64); the classifier stays fp32.
-
-    With bitsandbytes 0.50 4-bit runs on CPU, and ``save_pretrained`` of the 4-bit model reloads with
-    ``from_pretrained(out_dir, device_map='cpu')``, so the packed 4-bit weights are stored
-    (``params['storage'] == 'nf4'``). If saving or reloading fails (older stacks), or ``serialize=False``,
-    the fp32 weights are stored with a ``bnb_load_time_quantization.json`` sidecar and ``load_nf4``
-    quantizes at load time (``params['storage'] == 'fp32_quantize_at_load'``). Linear layers need
-    in_features divisible by 64 on CPU (BERT's 768/3072 are).
-    """
-    from transformers import AutoModelForSequenceClassification
-
-    out = prepare_out_dir(out_dir)
-    bnb = _bnb_config(compute_dtype)
-    params: dict[str, Any] = {
-        "quant_type": "nf4",
-        "compute_dtype": compute_dtype,
-        "blocksize": 64,
-        "skip_modules": ["classifier"],
-    }
-    if serialize:
-        try:
-            # dtype=float32: without it transformers loads the non-quantized modules in fp16.
-            model = AutoModelForSequenceClassification.from_pretrained(
-                model_dir, quantization_config=bnb, device_map="cpu", dtype=torch.float32
-            )
-            model.save_pretrained(out)
-            copy_tokenizer_files(Path(model_dir), out)
-            load_nf4(out)  # prove the stored form reloads before declaring it
-            params["storage"] = "nf4"
-            return PrecisionResult(
-                runtime="bitsandbytes", precision="int4", files=list_files(out), params=params
-            )
-        except Exception as exc:  # noqa: BLE001 - any failure means: fall back to load-time quantization
-            logger.warning(
-                "4-bit serialization failed (%s); storing fp32 + load-time quantization config", exc
-            )
-            for path in out.iterdir():
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-            params["serialize_error"] = f"{type(exc).__name__}: {exc}"[:500]
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
-    model.save_pretrained(out)
-    copy_tokenizer_files(Path(model_dir), out)
-    (out / NF4_LOAD_TIME_CONFIG).write_text(json.dumps(bnb.to_dict(), indent=2, default=str))
-    params["storage"] = "fp32_quantize_at_load"
-    return PrecisionResult(runtime="bitsandbytes", precision="int4", files=list_files(out), params=params)
-
-
-def load_nf4(out_dir: str | Path, device: str = "cpu") -> torch.nn.Module:
-    """Load a ``quantize_nf4`` variant as a runnable eval-mode model on ``device`` ('cpu' or 'cuda')."""
-    from transformers import AutoModelForSequenceClassification, BitsAndBytesConfig
-
-    path = Path(out_dir)
-    kwargs: dict[str, Any] = {"device_map": device, "dtype": torch.float32}
-    sidecar = path / NF4_LOAD_TIME_CONFIG
-    if sidecar.is_file():
-        kwargs["quantization_config"] = BitsAndBytesConfig.from_dict(json.loads(sidecar.read_text()))
-    model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
-    return model.eval()
 
 
 def _ste(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

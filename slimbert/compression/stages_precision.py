@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from slimbert.compression.layers import INTERMEDIATE_SIZES_ATTR
 from slimbert.compression.recipe import Recipe
 from slimbert.data import iter_batches
 from slimbert.store.manifest import Technique
@@ -31,8 +30,6 @@ log = logging.getLogger(__name__)
 Method = Literal[
     "int8-dynamic", "int8-static", "int8-inductor", "int8-qat", "int8-mixed", "int4-nf4", "fp16-bf16"
 ]
-# bitsandbytes' CPU 4-bit kernel packs weights in blocks of 64 input features.
-NF4_CPU_BLOCK = 64
 
 
 @dataclass(frozen=True)
@@ -87,18 +84,6 @@ def has_pruned_heads(path: Path) -> bool:
     return any(heads for heads in (_config(path).get("pruned_heads") or {}).values())
 
 
-def linear_input_widths(path: Path) -> set[int]:
-    """Input widths of the encoder and pooler Linear layers of a saved BERT-style checkpoint."""
-    cfg = _config(path)
-    hidden, heads, layers = int(cfg["hidden_size"]), int(cfg["num_attention_heads"]), int(cfg["num_hidden_layers"])
-    head_dim = hidden // heads
-    pruned = {int(k): len(v) for k, v in (cfg.get("pruned_heads") or {}).items()}
-    ffn = cfg.get(INTERMEDIATE_SIZES_ATTR) or [int(cfg["intermediate_size"])] * layers
-    widths = {hidden} | {int(w) for w in ffn}
-    widths |= {(heads - pruned.get(i, 0)) * head_dim for i in range(layers)}
-    return widths
-
-
 def cannot_run(ctx: Context, step: PrecisionStep) -> str | None:
     """Why ``step`` cannot run in this job, or None when it can."""
     from slimbert.compression.precision import cpu_supports_bf16
@@ -122,22 +107,13 @@ def cannot_run(ctx: Context, step: PrecisionStep) -> str | None:
         if keep >= layers:
             return (f"keep_fp32_layers is {keep} but {step.source} has {layers} encoder layers: nothing would be "
                     f"quantized; use at most {layers - 1}")
-    if step.method == "int4-nf4":
-        cfg = _config(src)
-        sizes = cfg.get(INTERMEDIATE_SIZES_ATTR)
-        if sizes and any(int(s) != int(cfg["intermediate_size"]) for s in sizes):
-            return (f"{step.source} has FFN-pruned layers (widths {sizes}); bitsandbytes quantizes through "
-                    "from_pretrained, which cannot rebuild per-layer FFN widths")
-        bad = sorted(w for w in linear_input_widths(src) if w % NF4_CPU_BLOCK)
-        if bad:
-            return (f"bitsandbytes' CPU 4-bit kernel needs Linear input widths that are multiples of "
-                    f"{NF4_CPU_BLOCK}; {step.source} has widths {bad}")
     return None
 
 
 def _build(ctx: Context, step: PrecisionStep, src: Path, staged: Path) -> tuple[PrecisionResult, dict[str, Any]]:
+    from slimbert.compression.nf4 import quantize_nf4
     from slimbert.compression.onnx_int8 import quantize_dynamic_int8
-    from slimbert.compression.precision import qat_int8, quantize_nf4, quantize_static_int8, to_half
+    from slimbert.compression.precision import qat_int8, quantize_static_int8, to_half
 
     p = ctx.recipe.precision
     assert p is not None

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import cast
 
 import torch
-from transformers import AutoModelForSequenceClassification, PreTrainedModel
+from transformers import AutoModelForSequenceClassification
 
 from slimbert.errors import SlimBertError
 from slimbert.inference.predictor import BnbPredictor, InductorPredictor, OrtPredictor, Predictor, TorchPredictor
@@ -37,7 +36,7 @@ def load_variant(
     - ``onnxruntime``: ``model.onnx`` in a CPU session (INT8 variants);
     - ``torch``: rebuilt with ``from_pretrained_pruned`` in the manifest's precision (fp32, bf16, fp16),
       so head-, layer- and FFN-pruned checkpoints load with their own shapes;
-    - ``bitsandbytes``: NF4 weights through ``precision.load_nf4``;
+    - ``bitsandbytes``: NF4 weights through ``nf4.load_nf4``;
     - ``torch-inductor``: ``model.pt2`` compiled by Inductor (``inductor_int8.load_compiled``); the
       compilation happens here, before the predictor is returned, so no request pays for it.
     """
@@ -73,10 +72,10 @@ def load_variant(
         model = from_pretrained_pruned(AutoModelForSequenceClassification, path, dtype=_DTYPES[manifest.precision])
         return TorchPredictor(model, tokenizer, labels, device=_torch_device(device))
     if manifest.runtime == "bitsandbytes":
-        from slimbert.compression.precision import load_nf4
+        from slimbert.compression.nf4 import load_nf4
 
         torch_device = _torch_device(device)
-        model = cast(PreTrainedModel, load_nf4(path, torch_device))  # load_nf4 returns from_pretrained's model
+        model = load_nf4(path, torch_device)
         return BnbPredictor(model, tokenizer, labels, device=torch_device)
     if manifest.runtime == "torch-inductor":
         from slimbert.compression.inductor_int8 import load_compiled

@@ -14,8 +14,9 @@ import torch
 from transformers import BertForSequenceClassification
 
 from slimbert.compression.heads import prune_ffn, prune_heads
+from slimbert.compression.nf4 import quantize_nf4
 from slimbert.compression.onnx_int8 import quantize_dynamic_int8
-from slimbert.compression.precision import quantize_nf4, to_half
+from slimbert.compression.precision import to_half
 from slimbert.errors import SlimBertError
 from slimbert.inference.loader import load_variant
 from slimbert.inference.predictor import Predictor

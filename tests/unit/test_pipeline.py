@@ -17,7 +17,7 @@ from slimbert.compression.pipeline import JobReporter, StageSkipped, run_compres
 from slimbert.compression.precision import cpu_supports_bf16
 from slimbert.compression.recipe import Distillation, HeadFfnPruning, Recipe, TrainConfig, build_recipe
 from slimbert.compression.schedules import cubic_sparsity
-from slimbert.compression.stages_precision import PrecisionStep, cannot_run, linear_input_widths
+from slimbert.compression.stages_precision import PrecisionStep, cannot_run
 from slimbert.compression.stages_structure import distillation_loss_fn, train_with_pruner
 from slimbert.config import Settings
 from slimbert.data import read_tsv
@@ -119,15 +119,14 @@ def test_every_stage_on_a_tiny_model(tmp_path: Path, sst2_dir: Path, encoder64: 
     states = {s.name: s.state for s in job.stages}
     for stage in ("finetune", "sensitivity", "prune-layers", "prune-heads-ffn", "int8-dynamic:pruned-int8",
                   "int8-static:pruned-int8-static", "int8-qat:pruned-int8-qat", "int8-mixed:pruned-int8-mixed",
-                  "int8-mixed:heads-int8-mixed", "int4-nf4:pruned-int4", "int8-dynamic:heads-int8"):
+                  "int8-mixed:heads-int8-mixed", "int4-nf4:pruned-int4", "int8-dynamic:heads-int8",
+                  "int4-nf4:heads-int4"):
         assert states[stage] == "done", (stage, job.stages)
     # bf16 runs where the CPU has native bf16 math, and is skipped with the reason elsewhere.
     if cpu_supports_bf16():
         assert states["fp16-bf16:pruned-bf16"] == "done"
     else:
         assert states["fp16-bf16:pruned-bf16"] == "skipped" and "bf16" in results["skipped"]["pruned-bf16"]
-    # NF4 of the FFN-pruned model cannot run: recorded with the reason, not dropped.
-    assert states["int4-nf4:heads-int4"] == "skipped" and "FFN" in results["skipped"]["heads-int4"]
     assert len(results["sensitivity"]) == 3
 
     store = VariantStore(settings.store_dir)
@@ -142,6 +141,7 @@ def test_every_stage_on_a_tiny_model(tmp_path: Path, sst2_dir: Path, encoder64: 
     assert m["heads-int8"].technique.params["optimize_skipped"]  # ragged heads: no attention fusion
     assert m["pruned-int8"].technique.params["optimize"] is True
     assert (m["pruned-int4"].runtime, m["pruned-int4"].precision) == ("bitsandbytes", "int4")
+    assert m["heads-int4"].technique.params["storage"] == "nf4"  # per-layer FFN widths, stored 4-bit
     if cpu_supports_bf16():
         assert (m["pruned-bf16"].runtime, m["pruned-bf16"].precision) == ("torch", "bf16")
     assert m["pruned-int8-qat"].technique.params["qat"] is True
@@ -251,13 +251,4 @@ def test_cannot_run_explains_why(tmp_path: Path, tiny_model_dir: Path) -> None:
                   empty, empty, device="cpu")
     fp16 = cannot_run(ctx, PrecisionStep("fp16-bf16", "baseline-fp32", "baseline-fp16"))
     assert fp16 is not None and "GPU" in fp16
-    nf4 = cannot_run(ctx, PrecisionStep("int4-nf4", "baseline-fp32", "baseline-int4"))
-    assert nf4 is not None and "multiples of 64" in nf4 and "[32]" in nf4
     assert cannot_run(ctx, PrecisionStep("int8-dynamic", "baseline-fp32", "baseline-int8")) is None
-
-
-def test_linear_input_widths_follow_pruned_heads(tmp_path: Path) -> None:
-    model = BertForSequenceClassification(tiny_config(32, hidden=64, layers=2))
-    model.prune_heads({1: [0]})
-    model.save_pretrained(tmp_path)
-    assert linear_input_widths(tmp_path) == {64, 128, 48}
