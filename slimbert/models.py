@@ -15,6 +15,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from slimbert.compression.layers import INTERMEDIATE_SIZES_ATTR, from_pretrained_pruned
 from slimbert.config import Settings
 from slimbert.errors import ModelUnavailable
 
@@ -91,7 +92,16 @@ def has_trained_head(path: str, labels: dict[int, str]) -> bool:
 
 
 def load_classifier(path: str, labels: dict[int, str]) -> PreTrainedModel:
-    """A sequence classifier over ``labels``; a fresh head is added when the checkpoint has none."""
+    """A sequence classifier over ``labels``; a fresh head is added when the checkpoint has none.
+
+    A head/FFN-pruned variant from the store (per-layer FFN widths, which ``from_pretrained`` cannot
+    rebuild) loads through ``from_pretrained_pruned``, so a job can start from it.
+    """
+    if getattr(AutoConfig.from_pretrained(path), INTERMEDIATE_SIZES_ATTR, None):
+        if not has_trained_head(path, labels):
+            raise ValueError(f"{path} is FFN-pruned but is not a classifier for {labels}: start from a pruned "
+                             "variant of the same task, or from an unpruned checkpoint")
+        return from_pretrained_pruned(AutoModelForSequenceClassification, path)
     model = AutoModelForSequenceClassification.from_pretrained(
         path,
         num_labels=len(labels),

@@ -109,3 +109,23 @@ def test_rejects_bad_indices(
 def test_dropping_nothing_is_a_no_op(tiny_bert: BertForSequenceClassification) -> None:
     drop_layers(tiny_bert, [])
     assert len(tiny_bert.bert.encoder.layer) == 4
+
+
+def test_a_job_can_start_from_an_ffn_pruned_variant(
+    tiny_bert: BertForSequenceClassification, tiny_batch: Batch, tmp_path: Path
+) -> None:
+    """Plain from_pretrained cannot rebuild per-layer FFN widths; load_classifier (a job's load stage) can."""
+    from slimbert.data import SST2_LABELS
+    from slimbert.models import load_classifier
+
+    prune_ffn(tiny_bert, {0: torch.arange(10), 2: torch.arange(20)})
+    tiny_bert.save_pretrained(tmp_path / "pruned")
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        AutoModelForSequenceClassification.from_pretrained(tmp_path / "pruned")
+    loaded = load_classifier(str(tmp_path / "pruned"), SST2_LABELS)
+    torch.testing.assert_close(logits(loaded, tiny_batch), logits(tiny_bert, tiny_batch), rtol=0, atol=0)
+
+    tiny_bert.config.id2label = {0: "no", 1: "yes"}  # another task's head: pruned weights are not re-headed
+    tiny_bert.save_pretrained(tmp_path / "other")
+    with pytest.raises(ValueError, match="FFN-pruned but is not a classifier"):
+        load_classifier(str(tmp_path / "other"), SST2_LABELS)
