@@ -5,8 +5,9 @@ magnitude of dL/d(head mask) accumulated over batches, L2-normalised within each
 scored by weight norm or by first-order Taylor importance |activation * gradient|.
 
 Pruning is physical: Linear layers are sliced, so the model gets smaller and faster. Head pruning goes
-through ``model.prune_heads`` (recorded in ``config.pruned_heads``); FFN pruning records per-layer widths
-in ``config.intermediate_sizes``. Reload either with ``layers.from_pretrained_pruned``.
+through ``model.prune_heads`` (recorded in ``config.pruned_heads``); FFN pruning records the new width in
+``config.intermediate_size`` while the layers share one, so plain ``from_pretrained`` reloads the model,
+and per-layer widths in ``config.intermediate_sizes`` otherwise (reload with ``layers.from_pretrained_pruned``).
 
 Importance is computed with ``torch.autograd.grad`` rather than ``backward()`` so that the caller's
 parameter ``.grad`` buffers (and therefore its optimizer) are never touched.
@@ -14,6 +15,7 @@ parameter ``.grad`` buffers (and therefore its optimizer) are never touched.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal, get_args
@@ -24,9 +26,9 @@ from transformers import PreTrainedModel
 from transformers.pytorch_utils import prune_linear_layer
 
 from slimbert.compression.layers import (
-    INTERMEDIATE_SIZES_ATTR,
     encoder_layers,
     ffn_linears,
+    record_ffn_widths,
     set_ffn_linears,
 )
 from slimbert.compression.schedules import Schedule, ScheduleKind
@@ -253,8 +255,8 @@ def prune_heads(model: PreTrainedModel, heads_to_prune: dict[int, list[int]]) ->
 def prune_ffn(model: PreTrainedModel, keep: Mapping[int, Tensor | Sequence[int]]) -> PreTrainedModel:
     """Keep only neurons ``keep[layer]`` (current numbering) of each listed layer's FFN; returns the model.
 
-    Slices the up projection's rows and the down projection's columns, then records every layer's width
-    in ``config.intermediate_sizes`` so the saved model can be rebuilt by ``from_pretrained_pruned``.
+    Slices the up projection's rows and the down projection's columns, then records the widths in the
+    config (``layers.record_ffn_widths``) so the saved model can be rebuilt.
     """
     layers = encoder_layers(model)
     for layer_index, indices in keep.items():
@@ -274,9 +276,7 @@ def prune_ffn(model: PreTrainedModel, keep: Mapping[int, Tensor | Sequence[int]]
         set_ffn_linears(
             layers[layer_index], prune_linear_layer(up, index, dim=0), prune_linear_layer(down, index, dim=1)
         )
-    sizes = [ffn_linears(layer)[0].out_features for layer in layers]
-    setattr(model.config, INTERMEDIATE_SIZES_ATTR, sizes)
-    logger.info("FFN widths now %s", sizes)
+    logger.info("FFN widths now %s", record_ffn_widths(model))
     return model
 
 
@@ -298,11 +298,21 @@ def select_heads_to_prune(importance: Tensor, alive: Tensor, count: int) -> dict
     return chosen
 
 
+def per_layer_cuts(sizes: Sequence[int], prune_count: int) -> list[int]:
+    """Neurons to cut from each layer: the same fraction of each width, at least one neuron left."""
+    total = sum(sizes)
+    # Rounded per layer, not to an exact total: an exact total would have to cut equal layers unequally.
+    # Half up (not Python's half-to-even), so a cut does not depend on the parity of what was cut before.
+    return [min(math.floor(prune_count * n / total + 0.5), n - 1) for n in sizes] if total else []
+
+
 def select_ffn_to_keep(scores: list[Tensor], prune_count: int, scope: str = "per_layer") -> dict[int, Tensor]:
     """Indices to keep per layer after pruning ``prune_count`` more of the lowest-scored FFN neurons.
 
-    ``scope='per_layer'`` spreads the cut in proportion to each layer's width; ``'global'`` ranks all
-    neurons together. Every layer keeps at least one neuron.
+    ``scope='per_layer'`` cuts each layer the same fraction of its width, rounded per layer, so layers
+    of one width keep one width (and the model plain ``from_pretrained`` compatibility); the total cut
+    may then differ from ``prune_count`` by up to half a neuron per layer. ``'global'`` ranks all neurons
+    together and cuts exactly ``prune_count``. Every layer keeps at least one neuron.
     """
     if scope not in FFN_SCOPES:
         raise ValueError(f"unknown FFN pruning scope {scope!r}; allowed: {', '.join(FFN_SCOPES)}")
@@ -310,14 +320,7 @@ def select_ffn_to_keep(scores: list[Tensor], prune_count: int, scope: str = "per
     total = sum(sizes)
     prune_count = max(0, min(prune_count, total - len(sizes)))
     if scope == "per_layer":
-        # Largest-remainder rounding so the per-layer cuts add up to exactly prune_count.
-        shares = [prune_count * n / total for n in sizes]
-        cuts = [min(int(s), n - 1) for s, n in zip(shares, sizes, strict=True)]
-        order = sorted(range(len(sizes)), key=lambda i: shares[i] - int(shares[i]), reverse=True)
-        while sum(cuts) < prune_count:  # terminates: prune_count leaves one neuron per layer
-            for i in order:
-                if sum(cuts) < prune_count and cuts[i] < sizes[i] - 1:
-                    cuts[i] += 1
+        cuts = per_layer_cuts(sizes, prune_count)
     else:
         remaining, cuts = list(sizes), [0] * len(sizes)
         flat = sorted((float(v), i) for i, s in enumerate(scores) for v in s.tolist())
@@ -422,6 +425,10 @@ class GradualPruner:
                 changed = True
 
         ffn_count = round(ffn_target * self.initial_neurons) - (self.initial_neurons - self._neurons())
+        if self.ffn_scope == "per_layer" and ffn_count > 0:
+            # Scoring is a pass over batches: skip it when the per-layer rounding cuts nothing anyway.
+            sizes = [ffn_linears(layer)[0].out_features for layer in encoder_layers(self.model)]
+            ffn_count = ffn_count if any(per_layer_cuts(sizes, ffn_count)) else 0
         if ffn_count > 0:
             batches = self.batches() if self.ffn_method == "gradient" and self.batches else None
             scores = ffn_importance(self.model, self.ffn_method, batches, self.max_batches)

@@ -127,8 +127,28 @@ def drop_layers(model: PreTrainedModel, indices: Sequence[int]) -> PreTrainedMod
         values = getattr(config, name, None)
         if isinstance(values, list) and len(values) == n:
             setattr(config, name, [values[i] for i in kept])
+    if getattr(config, INTERMEDIATE_SIZES_ATTR, None) is not None:
+        record_ffn_widths(model)  # the layers left may now share one width
     logger.info("dropped encoder layers %s; %d remain", sorted(to_drop), len(kept))
     return model
+
+
+def record_ffn_widths(model: PreTrainedModel) -> list[int]:
+    """Write the FFN widths of ``model``'s layers into its config, and return them.
+
+    One shared width goes into ``config.intermediate_size``, so plain ``from_pretrained`` rebuilds the
+    model; only widths that differ per layer need ``config.intermediate_sizes`` (and
+    ``from_pretrained_pruned``).
+    """
+    sizes = [ffn_linears(layer)[0].out_features for layer in encoder_layers(model)]
+    config = model.config
+    if len(set(sizes)) == 1:
+        config.intermediate_size = sizes[0]
+        if hasattr(config, INTERMEDIATE_SIZES_ATTR):
+            delattr(config, INTERMEDIATE_SIZES_ATTR)
+    else:
+        setattr(config, INTERMEDIATE_SIZES_ATTR, sizes)
+    return sizes
 
 
 def resize_ffn_to_config(model: nn.Module) -> nn.Module:

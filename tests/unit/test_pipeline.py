@@ -148,7 +148,11 @@ def test_every_stage_on_a_tiny_model(tmp_path: Path, sst2_dir: Path, encoder64: 
     mixed = m["pruned-int8-mixed"].technique.params  # 2 layers after the cut: one measured most sensitive stays fp32
     assert [s["layer"] for s in mixed["layer_int8_sensitivity"]] == [0, 1] and len(mixed["fp32_layers"]) == 1
     reloaded = from_pretrained_pruned(BertForSequenceClassification, store.variant_dir("every", "heads-fp32"))
-    assert reloaded.config.intermediate_sizes == heads.technique.params["after"]["ffn_widths"]
+    widths = heads.technique.params["after"]["ffn_widths"]
+    assert [layer.intermediate.dense.out_features for layer in reloaded.bert.encoder.layer] == widths
+    # per_layer FFN pruning keeps the layers' widths equal, so plain from_pretrained reloads the variant
+    assert len(set(widths)) == 1 and reloaded.config.intermediate_size == widths[0]
+    BertForSequenceClassification.from_pretrained(store.variant_dir("every", "heads-fp32"))
     for name, manifest in m.items():
         assert manifest.dev_accuracy is not None and manifest.dev_examples == 32, name
 
@@ -207,7 +211,8 @@ def test_train_with_pruner_follows_the_cubic_schedule(tmp_path: Path, sst2_dir: 
     assert (run["head_sparsity"], run["ffn_sparsity"]) == (0.25, 0.5)
     for event in run["pruning_events"]:
         expected = round(cubic_sparsity(event["step"], 6, 0.0, 0.5) * 256) / 256
-        assert event["ffn_sparsity"] == pytest.approx(expected, abs=1e-4)
+        # FFN cuts are rounded per layer (2 layers of 128): within half a neuron per layer of the curve.
+        assert event["ffn_sparsity"] == pytest.approx(expected, abs=1 / 256 + 1e-4)
     params = [e["encoder_parameters"] for e in run["pruning_events"]]
     assert params == sorted(params, reverse=True) and len(params) >= 2
     assert int(alive_heads(model).sum()) == 6
