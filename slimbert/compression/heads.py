@@ -28,6 +28,7 @@ from transformers.pytorch_utils import prune_linear_layer
 from slimbert.compression.layers import (
     encoder_layers,
     ffn_linears,
+    ffn_widths,
     record_ffn_widths,
     set_ffn_linears,
 )
@@ -388,7 +389,7 @@ class GradualPruner:
         self._last_step: int | None = None
 
     def _neurons(self) -> int:
-        return sum(ffn_linears(layer)[0].out_features for layer in encoder_layers(self.model))
+        return sum(ffn_widths(self.model))
 
     def targets(self, step: int) -> tuple[float, float]:
         """Scheduled (head, FFN) sparsity at ``step``."""
@@ -427,8 +428,7 @@ class GradualPruner:
         ffn_count = round(ffn_target * self.initial_neurons) - (self.initial_neurons - self._neurons())
         if self.ffn_scope == "per_layer" and ffn_count > 0:
             # Scoring is a pass over batches: skip it when the per-layer rounding cuts nothing anyway.
-            sizes = [ffn_linears(layer)[0].out_features for layer in encoder_layers(self.model)]
-            ffn_count = ffn_count if any(per_layer_cuts(sizes, ffn_count)) else 0
+            ffn_count = ffn_count if any(per_layer_cuts(ffn_widths(self.model), ffn_count)) else 0
         if ffn_count > 0:
             batches = self.batches() if self.ffn_method == "gradient" and self.batches else None
             scores = ffn_importance(self.model, self.ffn_method, batches, self.max_batches)

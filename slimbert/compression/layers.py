@@ -133,6 +133,11 @@ def drop_layers(model: PreTrainedModel, indices: Sequence[int]) -> PreTrainedMod
     return model
 
 
+def ffn_widths(model: nn.Module) -> list[int]:
+    """The FFN (intermediate) width of each encoder layer of ``model``."""
+    return [ffn_linears(layer)[0].out_features for layer in encoder_layers(model)]
+
+
 def record_ffn_widths(model: PreTrainedModel) -> list[int]:
     """Write the FFN widths of ``model``'s layers into its config, and return them.
 
@@ -140,7 +145,7 @@ def record_ffn_widths(model: PreTrainedModel) -> list[int]:
     model; only widths that differ per layer need ``config.intermediate_sizes`` (and
     ``from_pretrained_pruned``).
     """
-    sizes = [ffn_linears(layer)[0].out_features for layer in encoder_layers(model)]
+    sizes = ffn_widths(model)
     config = model.config
     if len(set(sizes)) == 1:
         config.intermediate_size = sizes[0]

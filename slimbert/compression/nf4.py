@@ -51,11 +51,6 @@ def nf4_linear_names(model: nn.Module, skip: tuple[str, ...] = SKIP_MODULES) -> 
             and not any(name == s or name.startswith(s + ".") for s in skip)]
 
 
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, attr = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, attr, module)
-
-
 def _empty_linear4bit(lin: nn.Linear, compute_dtype: torch.dtype) -> bnb.nn.Linear4bit:
     import bitsandbytes as bnb
 
@@ -109,7 +104,7 @@ def quantize_nf4(model_dir: str | Path, out_dir: str | Path,
     names = nf4_linear_names(model)
     for name in names:
         lin = cast(nn.Linear, model.get_submodule(name))
-        _set_module(model, name, quantize_linear(lin, _COMPUTE_DTYPES[compute_dtype]))
+        model.set_submodule(name, quantize_linear(lin, _COMPUTE_DTYPES[compute_dtype]), strict=True)
     model.config.quantization_config = config.to_dict()
     model.save_pretrained(out)
     copy_tokenizer_files(Path(model_dir), out)
@@ -140,7 +135,7 @@ def load_nf4(out_dir: str | Path, device: str = "cpu") -> PreTrainedModel:
         q = _empty_linear4bit(lin, compute)
         q.weight = bnb.nn.Params4bit.from_prequantized(state.pop(f"{name}.weight"), stats, device="cpu", module=q)
         _set_bias(q, state.pop(f"{name}.bias", None))
-        _set_module(model, name, q)
+        model.set_submodule(name, q, strict=True)
         quantized |= {f"{name}.weight", f"{name}.bias"}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or set(missing) - quantized:

@@ -21,7 +21,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from slimbert.compression.distill import DistillationSchedule
 from slimbert.compression.finetune import FinetuneConfig, evaluate, finetune, train_step
 from slimbert.compression.heads import GradualPruner, alive_heads, count_encoder_parameters
-from slimbert.compression.layers import drop_layers, encoder_layers, ffn_linears
+from slimbert.compression.layers import drop_layers, encoder_layers, ffn_widths
 from slimbert.compression.recipe import HeadFfnPruning
 from slimbert.compression.sensitivity import LayerScore, choose_layers_to_drop, layer_sensitivity
 from slimbert.data import TextDataset, iter_batches
@@ -45,7 +45,7 @@ def structure_summary(model: PreTrainedModel) -> dict[str, Any]:
     return {
         "layers": len(encoder_layers(model)),
         "heads_per_layer": [int(n) for n in alive_heads(model).sum(dim=1).tolist()],
-        "ffn_widths": [ffn_linears(layer)[0].out_features for layer in encoder_layers(model)],
+        "ffn_widths": ffn_widths(model),
         "encoder_parameters": count_encoder_parameters(model),
     }
 
