@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from slimbert.compression.recipe import PRESETS
+from slimbert.compression.presets import PRESETS
 
 # The benchmark after every compression and autotune job: lighter than a standalone one's defaults.
 FOLLOW_UP_BENCHMARK: dict[str, Any] = {"batch_sizes": [1, 8, 32], "runs": 10, "warmup": 2}

@@ -7,6 +7,10 @@ by the same harness as every showdown
 accuracy. The published table (bert-base, CPU, batch 1, 128 tokens) stands beside it for scale.
 
     .venv/bin/python benchmarks/bench_arch_bert_base.py [--batch-sizes 1 8 32] [--runs 10] [--layers 8]
+        [--max-autotune]
+
+Every variant is built with slimbert's defaults; ``--max-autotune`` adds one more,
+``pruned-int8-inductor-autotuned``, compiled with Inductor's ``max_autotune`` (off by default in recipes).
 """
 
 from __future__ import annotations
@@ -96,13 +100,15 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--layers", type=int, default=8, help="depth of the cut")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw run here")
-    parser.add_argument("--no-autotune", action="store_true",
-                        help="skip the max-autotune Inductor variant (it adds ~10 minutes of compiling)")
+    parser.add_argument("--max-autotune", action="store_true",
+                        help="also time the Inductor program compiled with max_autotune, which the recipe's "
+                             "precision.int8_inductor.max_autotune turns on (off by default); ~10 minutes more "
+                             "of compiling")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="slimbert-arch-") as tmp:
         store_dir = Path(tmp) / "store"
         store = VariantStore(store_dir)
-        build(store, Path(tmp), args.layers, not args.no_autotune)
+        build(store, Path(tmp), args.layers, args.max_autotune)
         # The dev split only supplies the sentences that get padded to 128 tokens.
         settings = Settings(store_dir=store_dir, _env_file=None)  # type: ignore[call-arg]
         spec = BenchmarkSpec(family=FAMILY, batch_sizes=args.batch_sizes, seq_len=128, runs=args.runs,

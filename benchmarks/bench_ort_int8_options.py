@@ -33,7 +33,9 @@ import torch
 import transformers
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-from slimbert.compression.onnx_int8 import detect_isa, export_onnx, ort_session, quantize_dynamic_int8
+from slimbert.compression.onnx_int8 import export_onnx, quantize_dynamic_int8
+from slimbert.hardware import detect_isa  # noqa: E402
+from slimbert.runtime.ort import ort_session
 
 SEQ = 128
 

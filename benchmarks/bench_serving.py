@@ -11,7 +11,7 @@ on/off ratios and the mean forward batch from /metrics. Both servers batch every
 (SLIMBERT_SERVE_UNBATCHED_RUNTIMES=[]), whatever the default. The clients share the machine's cores with the
 server: figures are for the whole box, as a colocated load generator sees it.
 
-    python benchmarks/bench_serving.py [--clients 16] [--seconds 4] [--rounds 3]   # about 2 minutes
+    .venv/bin/python benchmarks/bench_serving.py [--clients 16] [--seconds 4] [--rounds 3]   # about 2 minutes
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import torch
 
 from slimbert.compression.onnx_int8 import quantize_dynamic_int8
 from slimbert.config import Settings
+from slimbert.hardware import describe_environment
 from slimbert.models import _packaged_dir, load_classifier, load_tokenizer
 from slimbert.store.manifest import Technique, VariantManifest
 from slimbert.store.store import VariantStore
@@ -141,6 +142,7 @@ def main() -> None:
     dev = (settings.sst2_dir or Path()) / "dev.tsv"
     lines = dev.read_text().splitlines()[1:] if dev.is_file() else []
     texts = [ln.split("\t")[0] for ln in lines][: args.texts] or [f"a sentence number {i} ." for i in range(256)]
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         t0 = time.perf_counter()
         store = build_store(Path(tmp) / "store")
@@ -174,9 +176,13 @@ def main() -> None:
         vals = [row[i] for row in results[(v, m)]]
         return f"{statistics.median(vals):.1f} ({min(vals):.1f}-{max(vals):.1f})"
 
-    print(f"\ncpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; torch "
-          f"{torch.__version__}; intra-op threads {os.cpu_count()} (1 forward worker); {args.clients} clients, "
-          f"{args.seconds:.0f} s x {args.rounds} rounds, one text per request; median (min-max) over rounds\n")
+    env = describe_environment()
+    flags = ",".join(k for k, on in env["cpu"]["flags"].items() if on)
+    print(f"\ncpu: {env['cpu']['model_name'] or platform.machine()} [{flags}], {os.cpu_count()} cores; torch "
+          f"{torch.__version__}, onnxruntime {env['libraries']['onnxruntime']}; intra-op threads {os.cpu_count()} "
+          f"(1 forward worker); {args.clients} clients, {args.seconds:.0f} s x {args.rounds} rounds, one text per "
+          f"request; median (min-max) over rounds; 1-min load average {load_before:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after\n")
     print("| variant | batching | req/s | p50 ms | p99 ms | mean forward batch |")
     print("| --- | --- | --- | --- | --- | --- |")
     for v in variants:

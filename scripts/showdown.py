@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from slimbert.config import get_settings  # noqa: E402
 from slimbert.report.render import to_csv, to_markdown  # noqa: E402
-from slimbert.report.showdown import autotune_summary, build_showdown  # noqa: E402
+from slimbert.report.showdown import autotune_summary, build_showdown, latest_benchmark_run  # noqa: E402
 from slimbert.store.store import VariantStore  # noqa: E402
 
 
@@ -27,11 +27,11 @@ def main() -> int:
     args = parser.parse_args()
     store = VariantStore(get_settings().store_dir)
     family = args.family or store.newest_family()
-    report = build_showdown(family, store.manifests(family), store.latest_report(family),
+    report = build_showdown(family, store.manifests(family), latest_benchmark_run(store, family),
                             batch_size=args.batch_size, gate=args.gate)
-    report["autotune"] = autotune_summary(store.latest_report(family, kind="autotune"))
+    report.autotune = autotune_summary(store.latest_report(family, kind="autotune"))
     if args.format == "json":
-        print(json.dumps(report, indent=1))
+        print(json.dumps(report.model_dump(mode="json"), indent=1))
     else:
         print(to_csv(report) if args.format == "csv" else to_markdown(report))
     return 0

@@ -64,11 +64,12 @@ def follow(client: httpx.Client, job_id: str) -> dict[str, Any]:
 
 
 def write_results(args: argparse.Namespace, family: str, wall: float, client: httpx.Client) -> None:
+    from slimbert.records import Showdown
     from slimbert.report.results import section, write_section
     from slimbert.store.manifest import VariantManifest
 
     manifests = [VariantManifest.model_validate(m) for m in client.get("/variants", params={"family": family}).json()]
-    report = client.get("/reports/showdown", params={"family": family}).json()
+    report = Showdown.model_validate(client.get("/reports/showdown", params={"family": family}).json())
     command = " ".join(sys.argv[1:]).replace(args.recipe, repr(args.recipe)) if args.recipe != "{}" else " ".join(
         sys.argv[1:])
     command = f"./run.sh up {command}"

@@ -67,7 +67,7 @@ def load_sst2(split: str, local_dir: Path | None, *, offline: bool) -> TextDatas
             "(sentence<TAB>label, with a header), or set SLIMBERT_OFFLINE=false where the hub is reachable",
         )
     try:
-        from datasets import load_dataset
+        from datasets import load_dataset  # pyarrow and pandas behind it: only where the hub is reachable
 
         ds = load_dataset("glue", "sst2", split=split)
     except Exception as exc:  # network and hub errors come in many types

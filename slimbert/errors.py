@@ -62,3 +62,7 @@ class JobCancelled(SlimBertError):
 
 class StoreError(SlimBertError):
     status_code = 500
+
+
+class StageSkipped(Exception):
+    """Raised inside an optional stage that finds it cannot run; the stage is recorded as skipped."""

@@ -7,6 +7,7 @@ import importlib
 import logging
 from pathlib import Path
 
+from huggingface_hub import snapshot_download
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -15,9 +16,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from slimbert.compression.layers import INTERMEDIATE_SIZES_ATTR, from_pretrained_pruned
 from slimbert.config import Settings
 from slimbert.errors import ModelUnavailable
+from slimbert.runtime.shapes import INTERMEDIATE_SIZES_ATTR, from_pretrained_pruned
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,6 @@ def _packaged_dir(model_id: str) -> Path | None:
 
 def _hub_cache_dir(model_id: str) -> Path | None:
     try:
-        from huggingface_hub import snapshot_download
-
         return Path(snapshot_download(model_id, local_files_only=True))
     except Exception:  # not cached: the hub client raises several error types
         return None

@@ -82,9 +82,9 @@ def bench_settings(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Pat
 @pytest.fixture(scope="session")
 def benchmarked(bench_settings: Settings) -> tuple[Settings, str]:
     """The tiny family after one benchmark job, run through the plain functions the tasks call."""
-    from slimbert.benchmark.jobs import aggregate_benchmark, execute_benchmark_device, plan_benchmark
     from slimbert.benchmark.runner import BenchmarkSpec
     from slimbert.jobs import JobStore
+    from slimbert.orchestrate.benchmark import aggregate_benchmark, execute_benchmark_device, plan_benchmark
 
     jobs = JobStore(bench_settings.job_dir)
     spec = BenchmarkSpec(family=BENCH_FAMILY, batch_sizes=[1, 2], runs=3, warmup=1, peak_memory=False)

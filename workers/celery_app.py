@@ -16,10 +16,10 @@ from celery.worker.control import control_command
 from kombu import Queue
 
 from slimbert.config import get_settings
-from slimbert.reaper import celery_time_limits
+from slimbert.hardware import worker_capabilities
+from slimbert.jobs.reaper import celery_time_limits
 from slimbert.store.store import VariantStore
 from slimbert.tasks import CONTROL_CAPABILITIES, QUEUES, celery_config
-from slimbert.workerinfo import worker_capabilities
 
 log = logging.getLogger(__name__)
 

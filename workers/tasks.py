@@ -8,13 +8,13 @@ from typing import Any
 from celery import Task, chord
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from slimbert.autotune import execute_autotune_job
-from slimbert.benchmark.jobs import aggregate_benchmark, execute_benchmark_device, plan_benchmark
 from slimbert.benchmark.runner import BenchmarkSpec
 from slimbert.config import get_settings
 from slimbert.inference.remote import predict_texts
-from slimbert.jobrunner import execute_compress_job
 from slimbert.jobs import JobRecord, JobStore
+from slimbert.orchestrate.autotune import execute_autotune_job
+from slimbert.orchestrate.benchmark import aggregate_benchmark, execute_benchmark_device, plan_benchmark
+from slimbert.orchestrate.compress import execute_compress_job
 from slimbert.tasks import (
     CONTROL_CAPABILITIES,
     QUEUE_CPU,

@@ -6,14 +6,14 @@ from pydantic import ValidationError
 
 from app.schemas import FOLLOW_UP_BENCHMARK, CompressRequest
 from app.services.queue import QueueClient
-from slimbert.autotune import AutotuneSpec
-from slimbert.benchmark.jobs import plan_benchmark
 from slimbert.benchmark.runner import BenchmarkSpec
-from slimbert.compression.recipe import build_recipe
+from slimbert.compression.presets import build_recipe
 from slimbert.config import Settings
 from slimbert.errors import InvalidRecipe, QueueUnavailable
 from slimbert.jobs import TERMINAL, JobRecord, JobStore, utcnow
 from slimbert.models import resolve_model
+from slimbert.orchestrate.autotune_spec import AutotuneSpec
+from slimbert.orchestrate.benchmark import plan_benchmark
 from slimbert.store.store import VariantStore
 from slimbert.tasks import QUEUE_CPU, TASK_AUTOTUNE, TASK_COMPRESS
 

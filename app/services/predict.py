@@ -16,6 +16,7 @@ from app.schemas import PredictionOut, PredictResponse
 from app.serving.engine import ServingEngine, needs_gpu
 from slimbert.config import Settings
 from slimbert.errors import InvalidInput, NoWorkerForDevice, VariantNotFound
+from slimbert.records import BenchmarkRun
 from slimbert.report.showdown import build_showdown
 from slimbert.store.manifest import VariantManifest
 from slimbert.store.store import VariantStore
@@ -29,16 +30,15 @@ DEFAULT_ORDER = ("pruned-int8", "baseline-int8", "pruned-fp32", "baseline-fp32")
 
 def recommended_cpu_variant(store: VariantStore, family: str) -> str | None:
     """The showdown's CPU pick from the family's latest benchmark run, or None without one."""
-    run = store.latest_report(family)
-    if run is None:
+    raw = store.latest_report(family)
+    if raw is None:
         return None
     try:
-        rec = build_showdown(family, store.manifests(family), run)["recommendations"]["cpu"]
+        run = BenchmarkRun.model_validate(raw)
+        return build_showdown(family, store.manifests(family), run).recommendations.cpu.variant
     except Exception as exc:  # a malformed run must not take serving down: fall back to the order
         log.warning("showdown of %s failed, using the fallback order: %s", family, exc)
         return None
-    variant = rec.get("variant")
-    return variant if isinstance(variant, str) else None
 
 
 def choose_variant(store: VariantStore, family: str | None, variant: str | None) -> VariantManifest:

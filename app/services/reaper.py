@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from app.services.queue import QueueClient
 from slimbert.config import Settings
 from slimbert.jobs import JobStore, utcnow
-from slimbert.reaper import ReaperAction, Sightings, apply, plan
+from slimbert.jobs.reaper import ReaperAction, Sightings, apply, plan
 
 log = logging.getLogger(__name__)
 

@@ -2,32 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from slimbert.errors import NotFound
+from slimbert.records import Showdown
 from slimbert.report.figures import CHARTS, chart
 from slimbert.report.render import to_csv, to_html, to_markdown
-from slimbert.report.showdown import autotune_summary, build_showdown
+from slimbert.report.showdown import autotune_summary, build_showdown, latest_benchmark_run
 from slimbert.store.store import VariantStore
 
 
-def showdown(store: VariantStore, family: str | None, batch_size: int, gate: float) -> dict[str, Any]:
+def showdown(store: VariantStore, family: str | None, batch_size: int, gate: float) -> Showdown:
     fam = family or store.newest_family()
     manifests = store.manifests(fam)
     if not manifests:
         raise NotFound(f"family {fam} has no variants", hint=f"families: {', '.join(store.families())}")
-    report = build_showdown(fam, manifests, store.latest_report(fam), batch_size=batch_size, gate=gate)
-    report["autotune"] = autotune_summary(store.latest_report(fam, kind="autotune"))
+    report = build_showdown(fam, manifests, latest_benchmark_run(store, fam), batch_size=batch_size, gate=gate)
+    report.autotune = autotune_summary(store.latest_report(fam, kind="autotune"))
     return report
 
 
-def render(report: dict[str, Any], store: VariantStore, fmt: str) -> str:
+def render(report: Showdown, store: VariantStore, fmt: str) -> str:
     if fmt == "markdown":
         return to_markdown(report)
     if fmt == "csv":
         return to_csv(report)
-    manifests = store.manifests(report["family"])
-    svgs = {}
+    manifests = store.manifests(report.family)
+    svgs: dict[str, str] = {}
     for name in CHARTS:
         data = chart(name, report, manifests, "svg")
         if data is not None:
@@ -40,8 +41,8 @@ def render(report: dict[str, Any], store: VariantStore, fmt: str) -> str:
 def chart_bytes(store: VariantStore, family: str | None, name: str, fmt: Literal["svg", "png"],
                 batch_size: int, gate: float) -> bytes:
     report = showdown(store, family, batch_size, gate)
-    data = chart(name, report, store.manifests(report["family"]), fmt)
+    data = chart(name, report, store.manifests(report.family), fmt)
     if data is None:
-        raise NotFound(f"no data for the {name} chart of {report['family']} yet",
+        raise NotFound(f"no data for the {name} chart of {report.family} yet",
                        hint="run POST /jobs/benchmark (and a layer-sensitivity stage for 'sensitivity')")
     return data

@@ -13,10 +13,10 @@ from fastapi import Depends, Request
 
 from app.services.queue import QueueClient
 from app.serving.batcher import MicroBatcher
-from app.serving.cache import Key, PredictorCache
-from app.serving.latency import LatencyBoard
+from app.serving.latency import Key, LatencyBoard
 from app.serving.remote import RemoteForwarder
 from slimbert.config import Settings
+from slimbert.inference.cache import PredictorCache
 from slimbert.inference.loader import load_variant
 from slimbert.inference.predictor import Predictor
 from slimbert.store.manifest import VariantManifest

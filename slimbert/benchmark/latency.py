@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
+import torch
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +74,6 @@ def _synchronizer(device: str) -> Callable[[], None]:
     """Return a no-op for CPU, a device-wide synchronize for CUDA."""
     if device == "cpu":
         return lambda: None
-    import torch
-
     if not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} requested but CUDA is not available")
     return lambda: torch.cuda.synchronize(device)

@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import torch
+
 logger = logging.getLogger(__name__)
 
 _MARKER = "SLIMBERT_PEAK_MEMORY "
@@ -186,8 +188,6 @@ def cuda_peak_memory_mb(fn: Callable[[], object], device: str | int = "cuda") ->
     Counts the caching allocator's allocated bytes (``max_memory_allocated``), not reserved
     blocks or the CUDA context, so it is comparable across variants in one process.
     """
-    import torch
-
     if not torch.cuda.is_available():
         raise RuntimeError("cuda_peak_memory_mb needs CUDA, which is not available")
     torch.cuda.synchronize(device)

@@ -12,28 +12,41 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from slimbert.benchmark.environment import describe_environment
-from slimbert.benchmark.flops import computed_gflops, measured_gflops
-from slimbert.benchmark.latency import LatencyStats, interleaved, throughput
+from slimbert.benchmark.flops import COMPUTED_LABEL, MEASURED_LABEL, computed_gflops, measured_gflops
+from slimbert.benchmark.latency import interleaved, throughput
 from slimbert.benchmark.memory import cuda_peak_memory_mb, measure_fresh_process
 from slimbert.benchmark.stats import macro_f1, mcnemar, paired_difference, wilson_interval
 from slimbert.config import Settings
 from slimbert.data import TextDataset, load_sst2
+from slimbert.hardware import describe_environment
+from slimbert.inference.bucketing import predict_label_ids
 from slimbert.inference.loader import load_variant
-from slimbert.inference.predictor import Predictor
+from slimbert.inference.predictor import Encoded, Predictor, model_call
+from slimbert.records import (
+    BASELINE,
+    Device,
+    DeviceRun,
+    GflopsRecord,
+    LatencyRecord,
+    McNemarRecord,
+    MeasurementSettings,
+    PairedRecord,
+    PeakMemoryRecord,
+    SeqLen,
+    VariantMeasurement,
+)
 from slimbert.store.manifest import NAME_PATTERN, VariantManifest
 from slimbert.store.store import VariantStore
 
 log = logging.getLogger(__name__)
 
-BASELINE = "baseline-fp32"
 Progress = Callable[[float], None]
+COMPUTED_METHOD = f"{COMPUTED_LABEL} from the config"
 
 
 class BenchmarkSpec(BaseModel):
@@ -43,9 +56,9 @@ class BenchmarkSpec(BaseModel):
 
     family: str = Field(pattern=NAME_PATTERN)
     variants: list[str] | None = Field(default=None, description="default: every variant of the family")
-    devices: list[Literal["cpu", "gpu"]] | None = Field(default=None, description="default: every live device")
+    devices: list[Device] | None = Field(default=None, description="default: every live device")
     batch_sizes: list[int] = Field(default=[1, 8, 32, 64], min_length=1, max_length=8)
-    seq_len: int | Literal["dynamic"] = Field(default=128, description="tokens, or 'dynamic': real dev sentences")
+    seq_len: SeqLen = Field(default=128, description="tokens, or 'dynamic': real dev sentences")
     runs: int = Field(default=20, ge=1, le=1000)
     warmup: int = Field(default=3, ge=0, le=100)
     accuracy: bool = True
@@ -73,70 +86,77 @@ def not_runnable_reason(manifest: VariantManifest, device: str) -> str | None:
     return None
 
 
-def _inputs(predictor: Predictor, texts: list[str], seq_len: int | str) -> dict[str, Any]:
-    kind = "np" if predictor.runtime == "onnxruntime" else "pt"
-    padding: Any = True if seq_len == "dynamic" else "max_length"
-    max_length = 128 if seq_len == "dynamic" else int(seq_len)
-    enc = dict(predictor.tokenizer(texts, padding=padding, truncation=True, max_length=max_length,  # type: ignore[attr-defined]
-                                   return_tensors=kind))
-    if kind == "np":
-        names = predictor.input_names  # type: ignore[attr-defined]
-        return {k: v.astype(np.int64) for k, v in enc.items() if k in names}
-    return {k: v.to(predictor.device) for k, v in enc.items()}
-
-
-def model_call(predictor: Predictor, enc: dict[str, Any]) -> Callable[[], object]:
-    """A zero-argument callable that runs only the model on pre-tokenized inputs."""
-    if predictor.runtime == "onnxruntime":
-        session = predictor.session  # type: ignore[attr-defined]
-        return lambda: session.run(["logits"], enc)
-    model = predictor.model  # type: ignore[attr-defined]
-
-    def run() -> object:
-        with torch.inference_mode():
-            return model(**enc).logits
-
-    return run
-
-
-def _gflops(predictor: Predictor, manifest: VariantManifest, enc: dict[str, Any], seq: int) -> dict[str, Any]:
-    if predictor.runtime == "torch":
+def _gflops(name: str, predictor: Predictor, encoded: Encoded, seq_len: int) -> GflopsRecord:
+    model = predictor.eager_model
+    if model is not None:
         try:
-            one = {k: v[:1] for k, v in enc.items()}
-            return {"value": round(measured_gflops(predictor.model, one), 4), "method": "measured"}  # type: ignore[attr-defined]
+            one = {k: v[:1] for k, v in encoded.items()}
+            return GflopsRecord(value=round(measured_gflops(model, one), 4), method=MEASURED_LABEL)
         except Exception as exc:  # the counter lacks formulas for some quantized ops
-            log.info("flop counter failed on %s (%s); computing from the config", manifest.variant, exc)
-    config = predictor.model.config if hasattr(predictor, "model") else _config(predictor)
-    return {"value": round(computed_gflops(config, seq), 4), "method": "computed from the config"}
+            log.info("flop counter failed on %s (%s); computing from the config", name, exc)
+    return GflopsRecord(value=round(computed_gflops(predictor.config, seq_len), 4), method=COMPUTED_METHOD)
 
 
-def _config(predictor: Predictor) -> Any:
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(predictor.tokenizer.name_or_path)  # type: ignore[attr-defined]
-
-
-def _accuracy(predictor: Predictor, dev: TextDataset) -> tuple[list[int], float]:
-    preds: list[int] = []
-    start = time.perf_counter()
-    for i in range(0, len(dev), 64):
-        preds.extend(p.label_id for p in predictor.predict(dev.texts[i : i + 64]).predictions)
-    return preds, time.perf_counter() - start
-
-
-def peak_memory_probe(store_dir: str, family: str, variant: str, batch_size: int, seq_len: int | str) -> None:
+def peak_memory_probe(store_dir: str, family: str, variant: str, batch_size: int, seq_len: SeqLen) -> None:
     """Runs in a fresh process (see memory.measure_fresh_process): load one variant, run one batch."""
     store = VariantStore(Path(store_dir))
     manifest = store.manifest(family, variant)
     predictor = load_variant(manifest, store.variant_dir(family, variant), "cpu")
     texts = (["a gorgeous , witty , seductive movie ."] * batch_size)[:batch_size]
-    model_call(predictor, _inputs(predictor, texts, seq_len))()
+    predictor.forward(predictor.encode(texts, seq_len))
 
 
-def run_device_benchmark(
-    settings: Settings, spec: BenchmarkSpec, device: str, progress: Progress | None = None
-) -> dict[str, Any]:
-    """Benchmark the spec's variants on ``device`` in this process; returns JSON."""
+def _measure_accuracy(rows: dict[str, VariantMeasurement], predictors: dict[str, Predictor], dev: TextDataset,
+                      tick: Callable[[], None]) -> None:
+    """Accuracy, its Wilson interval and macro-F1 per variant; McNemar and the paired difference vs the baseline."""
+    preds: dict[str, list[int]] = {}
+    for name, predictor in predictors.items():
+        start = time.perf_counter()
+        preds[name] = predict_label_ids(predictor, dev.texts)
+        seconds = time.perf_counter() - start
+        correct = sum(int(p == y) for p, y in zip(preds[name], dev.labels, strict=True))
+        low, high = wilson_interval(correct, len(dev))
+        row = rows[name]
+        row.accuracy = round(correct / len(dev), 4)
+        row.accuracy_ci95 = (round(low, 4), round(high, 4))
+        row.macro_f1 = round(macro_f1(preds[name], dev.labels), 4)
+        row.dev_examples = len(dev)
+        row.eval_seconds = round(seconds, 2)
+        tick()
+    if BASELINE not in preds:
+        return
+    for name, pred in preds.items():
+        if name != BASELINE:
+            rows[name].mcnemar_vs_baseline = McNemarRecord(**mcnemar(pred, preds[BASELINE], dev.labels).to_dict())
+            diff, margin = paired_difference(pred, preds[BASELINE], dev.labels)
+            rows[name].paired_vs_baseline = PairedRecord(difference=round(diff, 4), margin95=round(margin, 4))
+
+
+def _measure_latency(rows: dict[str, VariantMeasurement], predictors: dict[str, Predictor], texts: list[str],
+                     spec: BenchmarkSpec, device: Device, *, gflops: bool) -> None:
+    """Model-time latency of every variant at one batch size (``len(texts)``), timed interleaved."""
+    calls: dict[str, Callable[[], object]] = {}
+    tokenize_ms: dict[str, float] = {}
+    seqs: dict[str, int] = {}
+    for name, predictor in predictors.items():
+        start = time.perf_counter()
+        encoded = predictor.encode(texts, spec.seq_len)
+        tokenize_ms[name] = (time.perf_counter() - start) * 1000
+        seqs[name] = int(encoded["input_ids"].shape[1])
+        calls[name] = model_call(predictor, encoded)
+        if gflops:
+            rows[name].gflops_per_sequence = _gflops(name, predictor, encoded, seqs[name])
+    stats = interleaved(calls, warmup=spec.warmup, runs=spec.runs, device="cuda" if device == "gpu" else "cpu")
+    bs = len(texts)
+    for name, st in stats.items():
+        record = LatencyRecord(**st.to_dict(), throughput_seq_s=round(throughput(bs, st), 2),
+                               tokenize_ms=round(tokenize_ms[name], 3), seq_len=seqs[name])
+        rows[name].latency = {**rows[name].latency, str(bs): record}  # assigned, so the record counts it as set
+
+
+def benchmark_device(settings: Settings, spec: BenchmarkSpec, device: Device, progress: Progress | None = None
+                     ) -> DeviceRun:
+    """Benchmark the spec's variants on ``device`` in this process."""
     store = VariantStore(settings.store_dir)
     manifests = {m.variant: m for m in store.manifests(spec.family)}
     names = spec.variants or sorted(manifests)
@@ -144,21 +164,20 @@ def run_device_benchmark(
     if missing:
         store.manifest(spec.family, missing[0])  # raises VariantNotFound listing what exists
     env = describe_environment()
-    out: dict[str, Any] = {"device": device, "environment": env, "variants": {}}
+    rows: dict[str, VariantMeasurement] = {}
     predictors: dict[str, Predictor] = {}
     for name in names:
         manifest = manifests[name]
-        row: dict[str, Any] = {"runtime": manifest.runtime, "precision": manifest.precision,
-                               "size_mb": round(manifest.size_mb, 3), "parameters": manifest.num_parameters}
-        out["variants"][name] = row
+        row = rows[name] = VariantMeasurement(runtime=manifest.runtime, precision=manifest.precision,
+                                              size_mb=round(manifest.size_mb, 3), parameters=manifest.num_parameters)
         reason = not_runnable_reason(manifest, device)
         if reason:
-            row["na"] = reason
+            row.na = reason
             continue
         store.verify(manifest)
         start = time.perf_counter()
         predictors[name] = load_variant(manifest, store.variant_dir(spec.family, name), device)
-        row["load_ms"] = round((time.perf_counter() - start) * 1000, 1)
+        row.load_ms = round((time.perf_counter() - start) * 1000, 1)
     steps = max(1, (len(spec.batch_sizes) + 2) * max(1, len(predictors)))
     done = 0
 
@@ -170,58 +189,40 @@ def run_device_benchmark(
 
     dev = load_sst2("validation", settings.sst2_dir, offline=settings.offline).subset(spec.dev_examples)
     if spec.accuracy:
-        preds = {}
-        for name, predictor in predictors.items():
-            preds[name], seconds = _accuracy(predictor, dev)
-            correct = sum(int(p == y) for p, y in zip(preds[name], dev.labels, strict=True))
-            low, high = wilson_interval(correct, len(dev))
-            out["variants"][name].update(
-                accuracy=round(correct / len(dev), 4), accuracy_ci95=[round(low, 4), round(high, 4)],
-                macro_f1=round(macro_f1(preds[name], dev.labels), 4), dev_examples=len(dev),
-                eval_seconds=round(seconds, 2))
-            tick()
-        if BASELINE in preds:
-            for name in preds:
-                if name != BASELINE:
-                    row = out["variants"][name]
-                    row["mcnemar_vs_baseline"] = mcnemar(preds[name], preds[BASELINE], dev.labels).to_dict()
-                    diff, margin = paired_difference(preds[name], preds[BASELINE], dev.labels)
-                    row["paired_vs_baseline"] = {"difference": round(diff, 4), "margin95": round(margin, 4)}
+        _measure_accuracy(rows, predictors, dev, tick)
     else:
         tick(len(predictors))
-
     for bs in spec.batch_sizes if predictors else []:
         texts = [dev.texts[i % len(dev)] for i in range(bs)]
-        calls, tokenize_ms, seqs = {}, {}, {}
-        for name, predictor in predictors.items():
-            start = time.perf_counter()
-            enc = _inputs(predictor, texts, spec.seq_len)
-            tokenize_ms[name] = (time.perf_counter() - start) * 1000
-            seqs[name] = int(enc["input_ids"].shape[1])
-            calls[name] = model_call(predictor, enc)
-            if bs == spec.batch_sizes[0]:
-                out["variants"][name]["gflops_per_sequence"] = _gflops(predictor, manifests[name], enc, seqs[name])
-        stats: dict[str, LatencyStats] = interleaved(calls, warmup=spec.warmup, runs=spec.runs,
-                                                     device="cuda" if device == "gpu" else "cpu")
-        for name, st in stats.items():
-            out["variants"][name].setdefault("latency", {})[str(bs)] = {
-                **st.to_dict(), "throughput_seq_s": round(throughput(bs, st), 2),
-                "tokenize_ms": round(tokenize_ms[name], 3), "seq_len": seqs[name]}
+        _measure_latency(rows, predictors, texts, spec, device, gflops=bs == spec.batch_sizes[0])
         tick(len(predictors))
-
     if spec.peak_memory:
         bs = max(spec.batch_sizes)
         for name, predictor in predictors.items():
             if device == "gpu":
-                enc = _inputs(predictor, [dev.texts[i % len(dev)] for i in range(bs)], spec.seq_len)
-                peak = cuda_peak_memory_mb(model_call(predictor, enc))
+                texts = [dev.texts[i % len(dev)] for i in range(bs)]
+                peak = cuda_peak_memory_mb(model_call(predictor, predictor.encode(texts, spec.seq_len)))
             else:
                 peak = measure_fresh_process("slimbert.benchmark.runner:peak_memory_probe", {
                     "store_dir": str(settings.store_dir), "family": spec.family, "variant": name,
                     "batch_size": bs, "seq_len": spec.seq_len})
-            out["variants"][name]["peak_memory"] = {**peak.to_dict(), "batch_size": bs}
+            rows[name].peak_memory = PeakMemoryRecord(**peak.to_dict(), batch_size=bs)
             tick()
-    out["measured"] = {"torch_threads": env.get("torch_threads"),
-                       "batch_sizes": spec.batch_sizes, "seq_len": spec.seq_len, "runs": spec.runs,
-                       "warmup": spec.warmup, "order": "interleaved", "timer": "time.perf_counter; CUDA synchronized"}
-    return out
+    measured = MeasurementSettings(
+        torch_threads=env.get("torch_threads"), batch_sizes=spec.batch_sizes, seq_len=spec.seq_len, runs=spec.runs,
+        warmup=spec.warmup, order="interleaved", timer="time.perf_counter; CUDA synchronized")
+    return DeviceRun(device=device, environment=env, variants=rows, measured=measured)
+
+
+def _device(device: str) -> Device:
+    if device == "cpu":
+        return "cpu"
+    if device == "gpu":
+        return "gpu"
+    raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+
+
+def run_device_benchmark(settings: Settings, spec: BenchmarkSpec, device: str, progress: Progress | None = None
+                         ) -> dict[str, Any]:
+    """:func:`benchmark_device` as the JSON a Celery task returns (what benchmark.jobs stores per device)."""
+    return benchmark_device(settings, spec, _device(device), progress).model_dump(mode="json")

@@ -1,11 +1,14 @@
 """Knowledge-distillation loss (Hinton et al. 2015) and its temperature / alpha schedule."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
+from transformers import PreTrainedModel
 
 from slimbert.compression.schedules import Schedule
 
@@ -79,3 +82,20 @@ class DistillationSchedule:
         """:func:`distillation_loss` with this schedule's temperature and alpha at ``step``."""
         params = self.at(step, total)
         return distillation_loss(student_logits, teacher_logits, labels, params.temperature, params.alpha)
+
+
+def distillation_loss_fn(teacher: PreTrainedModel, schedule: DistillationSchedule
+                         ) -> Callable[[PreTrainedModel, dict[str, Tensor], int, int], Tensor]:
+    """A ``finetune(loss_fn=...)`` hook: Hinton distillation from ``teacher`` along ``schedule``.
+
+    The teacher runs in eval mode under ``no_grad``; student and teacher see the same batch.
+    """
+    teacher.eval()
+
+    def loss_fn(model: PreTrainedModel, batch: dict[str, Tensor], step: int, total: int) -> Tensor:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        with torch.no_grad():
+            teacher_logits = teacher(**inputs).logits
+        return schedule.loss(model(**inputs).logits, teacher_logits, batch["labels"], step, total)
+
+    return loss_fn

@@ -17,21 +17,23 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, Literal
+from typing import Any
 
 import torch
+from torch.export import Dim
+from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from slimbert.compression.onnx_int8 import PrecisionResult, copy_tokenizer_files, list_files
+from slimbert.records import Activations
+from slimbert.runtime.inductor import COMPILE_FILE, PROGRAM_FILE
+from slimbert.runtime.shapes import from_pretrained_pruned
 
 log = logging.getLogger(__name__)
 
-Activations = Literal["static", "dynamic"]
-PROGRAM_FILE = "model.pt2"
-# How the program is to be compiled where it is loaded (written beside it, read by load_compiled).
-COMPILE_FILE = "compile.json"
 # Sizes the exported program accepts. Examples are traced at batch 2 so batch 1 stays symbolic
 # (torch.export specializes dims seen at size 1).
 MAX_BATCH, MAX_SEQ = 4096, 512
@@ -39,8 +41,6 @@ _EXAMPLE_BATCH, _EXAMPLE_SEQ = 2, 16
 
 
 def _dynamic_shapes(names: Sequence[str], max_positions: int) -> dict[str, dict[int, Any]]:
-    from torch.export import Dim
-
     batch, seq = Dim("batch", min=1, max=MAX_BATCH), Dim("seq", min=2, max=min(MAX_SEQ, max_positions))
     return {name: {0: batch, 1: seq} for name in names}
 
@@ -95,12 +95,6 @@ def quantize_inductor_int8(
     instead of tens of seconds (each of the two shape families, batch 1 and larger, is tuned once; no
     later shape recompiles); bert-base at batch 1 ran about 1.45x faster for it (docs/PERFORMANCE.md).
     """
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from slimbert.compression.layers import from_pretrained_pruned
-
     src, out = Path(model_dir), Path(out_dir)
     if not calibration_texts:
         raise ValueError("calibration_texts is empty: give at least one sentence to calibrate on")
@@ -135,61 +129,3 @@ def quantize_inductor_int8(
                 "weights": "int8 per channel, symmetric", "calibration_samples": len(calibration_texts),
                 "inputs": names, "torch": torch.__version__},
     )
-
-
-def unavailable_reason() -> str | None:
-    """Why this runtime cannot run in this process, or None when it can."""
-    import platform
-
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return f"the Inductor INT8 path lowers to oneDNN's x86 kernels; this machine is {platform.machine()}"
-    try:
-        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
-    except ImportError as exc:
-        return f"torchao's X86InductorQuantizer is not importable ({exc}); install torchao"
-    return None
-
-
-class CompiledProgram:
-    """The compiled program, called like a model: tokenizer tensors in, an output with ``logits`` out."""
-
-    def __init__(self, compiled: Callable[..., Any], names: list[str], config: Any, bf16_mixed: bool,
-                 max_autotune: bool = False) -> None:
-        self.compiled, self.input_names, self.config, self.bf16_mixed = compiled, names, config, bf16_mixed
-        self.inductor_options: dict[str, Any] = {"freezing": True}
-        if max_autotune:
-            self.inductor_options.update(max_autotune=True, max_autotune_gemm_backends="CPP,ATEN")
-
-    def __call__(self, **inputs: torch.Tensor) -> SimpleNamespace:
-        import torch._inductor.config as inductor_config
-
-        # Freezing folds the int8 weights into constants that Inductor prepacks for oneDNN's qlinear.
-        # It must be on whenever a call compiles, which is any call that meets a new shape family;
-        # torch.compile(options={"freezing": True}) fails on the prepack op, the config patch does not.
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16_mixed), \
-                inductor_config.patch(self.inductor_options):
-            logits = self.compiled(**{k: inputs[k] for k in self.input_names})
-        return SimpleNamespace(logits=logits.float())
-
-
-def load_compiled(path: str | Path, *, bf16_mixed: bool | None = None) -> CompiledProgram:
-    """``path/model.pt2`` compiled by Inductor; ``bf16_mixed`` defaults to ``cpu_supports_bf16()`` (native bf16 math).
-
-    Compilation is lazy: the first call per shape family (batch 1, then larger batches) compiles, which
-    takes tens of seconds, so callers warm up before they serve or time.
-    """
-    # Registers the quantized_decomposed ops the saved graph calls; without it the program cannot load.
-    import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401
-    from transformers import AutoConfig
-
-    program = torch.export.load(Path(path) / PROGRAM_FILE)
-    names = [spec.arg.name for spec in program.graph_signature.input_specs
-             if spec.kind == torch.export.graph_signature.InputKind.USER_INPUT]
-    compiled = torch.compile(program.module(), dynamic=True)
-    from slimbert.compression.precision import cpu_supports_bf16
-
-    mixed = cpu_supports_bf16() if bf16_mixed is None else bf16_mixed
-    options_file = Path(path) / COMPILE_FILE
-    options = json.loads(options_file.read_text()) if options_file.exists() else {}
-    return CompiledProgram(compiled, names, AutoConfig.from_pretrained(path), mixed,
-                           max_autotune=bool(options.get("max_autotune", False)))

@@ -20,19 +20,21 @@ from typing import Any
 
 import numpy as np
 import onnx
+from optimum.onnxruntime import ORTQuantizer
+from scipy.special import softmax
+from transformers import AutoConfig, AutoTokenizer
 
 from slimbert.compression.onnx_int8 import (
     PrecisionResult,
     copy_tokenizer_files,
-    detect_isa,
     export_onnx,
     list_files,
-    ort_session,
     prepare_out_dir,
     qconfig_params,
     quantization_config,
 )
-from slimbert.inference.predictor import softmax
+from slimbert.hardware import detect_isa
+from slimbert.runtime.ort import ort_session
 
 logger = logging.getLogger(__name__)
 
@@ -68,13 +70,11 @@ def _logits(path: Path, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
 
 
 def _kl(ref: np.ndarray, other: np.ndarray) -> float:
-    p, q = softmax(ref.astype(np.float64)), softmax(other.astype(np.float64))
+    p, q = softmax(ref.astype(np.float64), axis=-1), softmax(other.astype(np.float64), axis=-1)
     return float(np.mean(np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), axis=-1)))
 
 
 def _quantize(fp32_path: Path, config: Any, qconfig: Any, out: Path) -> Path:
-    from optimum.onnxruntime import ORTQuantizer
-
     ORTQuantizer(fp32_path, config=config).quantize(quantization_config=qconfig, save_dir=out, file_suffix=None)
     return out / "model.onnx"
 
@@ -90,7 +90,6 @@ def quantize_mixed_int8(
     batch_size: int = 32,
 ) -> PrecisionResult:
     """Measure each encoder layer's sensitivity to INT8, then quantize all but the most sensitive ones."""
-    from transformers import AutoConfig, AutoTokenizer
 
     if not probe_texts:
         raise ValueError("probe_texts is empty; pass a few hundred representative texts")

@@ -11,21 +11,29 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import platform
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import onnx
 import onnxruntime as ort
+from onnxruntime.quantization import QuantType
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from onnxruntime.transformers.optimizer import optimize_model
+from optimum.exporters.onnx import main_export, onnx_export_from_model
+from optimum.onnxruntime import ORTQuantizer
+from optimum.onnxruntime.configuration import AutoQuantizationConfig
+from transformers import AutoConfig, AutoModelForSequenceClassification
+
+from slimbert.hardware import detect_isa
+from slimbert.records import ISAS, Isa
+from slimbert.runtime.shapes import INTERMEDIATE_SIZES_ATTR, from_pretrained_pruned
 
 logger = logging.getLogger(__name__)
 
-Isa = Literal["auto", "avx512_vnni", "avx2", "arm64"]
-ISAS: tuple[str, ...] = ("avx512_vnni", "avx2", "arm64")
 ONNX_FILE = "model.onnx"
 # Files that ``save_pretrained`` of a tokenizer may write; copied beside every variant.
 TOKENIZER_FILES: tuple[str, ...] = (
@@ -47,7 +55,6 @@ class PrecisionResult:
 
     ``files`` are names relative to the output directory; ``params`` is JSON-serializable.
     """
-
     runtime: Literal["onnxruntime", "torch", "bitsandbytes", "torch-inductor"]
     precision: Literal["int8", "bf16", "fp16", "int4"]
     files: list[str]
@@ -84,65 +91,6 @@ def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
     return copied
 
 
-def cpu_flags() -> set[str]:
-    """The CPU feature flags from /proc/cpuinfo (empty when it cannot be read)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    flags: set[str] = set()
-    for line in text.splitlines():
-        # x86 says "flags", ARM says "Features".
-        if line.startswith(("flags", "Features")):
-            flags.update(line.split(":", 1)[1].split())
-    return flags
-
-
-def detect_isa() -> str:
-    """The ``AutoQuantizationConfig`` preset that fits this CPU: 'avx512_vnni', 'avx2' or 'arm64'."""
-    if platform.machine().lower() in {"aarch64", "arm64"}:
-        return "arm64"
-    if "avx512_vnni" in cpu_flags():
-        return "avx512_vnni"
-    # Plain AVX-512 or older x86: the avx2 preset (with reduce_range, see below) is the safe choice.
-    return "avx2"
-
-
-def saturation_risk(params: Mapping[str, Any], flags: set[str] | None = None) -> str | None:
-    """Why an ONNX INT8 model made with full-range int8 weights may compute wrong logits on this CPU.
-
-    x86 CPUs without VNNI multiply u8 activations by s8 weights with vpmaddubsw, which sums pairs in
-    int16 and saturates when weights use the full -127..127 range. Measured on an AVX2-only EPYC: 15%
-    of the logit spread off on a tiny BERT (1% with 7-bit weights). ``reduce_range`` models are safe.
-    """
-    if params.get("reduce_range", True) or params.get("weights_dtype", "QInt8") != "QInt8":
-        return None
-    flags = cpu_flags() if flags is None else flags
-    if platform.machine().lower() not in ("x86_64", "amd64") or {"avx512_vnni", "avx_vnni"} & flags:
-        return None
-    return ("full-range int8 weights on an x86 CPU without VNNI: ONNX Runtime's u8*s8 kernel can saturate and "
-            "shift the logits; rebuild the variant on this CPU (its preset quantizes weights to 7 bits)")
-
-
-def ort_session(
-    path: str | Path,
-    intra_op_threads: int | None = None,
-    providers: Iterable[str] = ("CPUExecutionProvider",),
-) -> ort.InferenceSession:
-    """An ONNX Runtime session tuned for CPU inference of one model.
-
-    All graph optimizations are on; ``intra_op_threads=None`` keeps ORT's default (one per physical core).
-    Inter-op parallelism is off because a BERT graph is a single chain of ops.
-    """
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.inter_op_num_threads = 1
-    if intra_op_threads is not None:
-        options.intra_op_num_threads = intra_op_threads
-    return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
-
-
 def export_onnx(model_dir: str | Path, out_dir: str | Path) -> Path:
     """Export an fp32 checkpoint to ``out_dir/model.onnx`` with optimum; return that path.
 
@@ -150,16 +98,10 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path) -> Path:
     ``batch_size`` and ``sequence_length`` axes; the output is ``logits``. config.json and the tokenizer
     files are written beside the graph.
     """
-    from optimum.exporters.onnx import main_export
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if _has_ffn_widths(Path(model_dir)):
         # from_pretrained cannot rebuild per-layer FFN widths: build the model ourselves and export it.
-        from optimum.exporters.onnx import onnx_export_from_model
-        from transformers import AutoModelForSequenceClassification
-
-        from slimbert.compression.layers import from_pretrained_pruned
 
         model = from_pretrained_pruned(AutoModelForSequenceClassification, model_dir)
         onnx_export_from_model(model, out, task="text-classification", do_validation=False)
@@ -184,8 +126,6 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path) -> Path:
 
 
 def _has_ffn_widths(model_dir: Path) -> bool:
-    from slimbert.compression.layers import INTERMEDIATE_SIZES_ATTR
-
     config = model_dir / "config.json"
     return config.is_file() and bool(json.loads(config.read_text()).get(INTERMEDIATE_SIZES_ATTR))
 
@@ -199,9 +139,6 @@ def optimize_transformer_graph(onnx_path: Path, config: Any) -> dict[str, int]:
     it (``quant_pre_process`` with its graph optimization skipped) types every tensor and makes the
     fused graph quantizable by the ordinary ``ORTQuantizer`` path.
     """
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-    from onnxruntime.transformers.optimizer import optimize_model
-
     # opt_level=0: only the Python fusions, so the file carries no provider-specific rewrites;
     # the session applies its own level-all optimizations at load time.
     optimized = optimize_model(
@@ -231,8 +168,6 @@ def quantization_config(
     with one scale per output channel 0.35 (0.8612). With VNNI's full 8 bits per-tensor loses little and
     runs 4-7% faster (docs/PERFORMANCE.md).
     """
-    from optimum.onnxruntime.configuration import AutoQuantizationConfig
-
     ops = list(operators) if operators else None
     kwargs: dict[str, Any] = {
         "is_static": is_static,
@@ -286,15 +221,10 @@ def quantize_dynamic_int8(
     ``signed_weights=True`` stores s8 weights whatever the preset (the avx2 preset's are u8): a symmetric
     s8 grid is the one QAT folds weights onto, and with the avx2 preset's 7 bits it cannot saturate.
     """
-    from optimum.onnxruntime import ORTQuantizer
-    from transformers import AutoConfig
-
     out = prepare_out_dir(out_dir)
     chosen = detect_isa() if isa == "auto" else isa
     qconfig = quantization_config(chosen, is_static=False, per_channel=per_channel, operators=operators)
     if signed_weights:
-        from onnxruntime.quantization import QuantType
-
         qconfig.weights_dtype = QuantType.QInt8
     config = AutoConfig.from_pretrained(model_dir)
     params: dict[str, Any] = {"isa": chosen, "isa_requested": isa, "optimize": optimize}

@@ -13,16 +13,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+import onnx
 import torch
 import torch.nn.functional as F
+from datasets import Dataset
+from onnxruntime.quantization import QuantFormat, QuantizationMode
+from optimum.onnxruntime import ORTQuantizer
+from optimum.onnxruntime.configuration import AutoCalibrationConfig
 from torch import nn
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from slimbert.compression.onnx_int8 import (
     Isa,
     PrecisionResult,
     copy_tokenizer_files,
-    cpu_flags,
-    detect_isa,
     export_onnx,
     list_files,
     prepare_out_dir,
@@ -30,13 +34,15 @@ from slimbert.compression.onnx_int8 import (
     quantization_config,
     quantize_dynamic_int8,
 )
+from slimbert.hardware import detect_isa
+from slimbert.records import CalibrationMethod
+from slimbert.runtime.shapes import from_pretrained_pruned
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 logger = logging.getLogger(__name__)
 
-CalibrationMethod = Literal["minmax", "entropy", "percentile"]
 _TORCH_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -44,11 +50,6 @@ def _dtype(name: str, allowed: Sequence[str]) -> torch.dtype:
     if name not in allowed:
         raise ValueError(f"unknown dtype {name!r}; allowed: {', '.join(repr(a) for a in allowed)}")
     return _TORCH_DTYPES[name]
-
-
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bf16 math (AVX512-BF16 or AMX-BF16), so bf16 is worth running on CPU."""
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def quantize_static_int8(
@@ -79,12 +80,6 @@ def quantize_static_int8(
     MiniLM (AVX2 EPYC, per-channel weights, fp32 0.8647) min-max static INT8 scored 0.8452 with every
     MatMul quantized, 0.8544 with the attention products fp32, and 0.8670 with the FFN outputs fp32 too.
     """
-    from datasets import Dataset
-    from onnxruntime.quantization import QuantFormat, QuantizationMode
-    from optimum.onnxruntime import ORTQuantizer
-    from optimum.onnxruntime.configuration import AutoCalibrationConfig
-    from transformers import AutoConfig, AutoTokenizer
-
     if not calibration_texts:
         raise ValueError("calibration_texts is empty; pass a few hundred representative texts")
     out = prepare_out_dir(out_dir)
@@ -96,7 +91,6 @@ def quantize_static_int8(
 
     with tempfile.TemporaryDirectory(prefix="slimbert-static-") as tmp:
         fp32_path = export_onnx(model_dir, Path(tmp) / "fp32")
-        import onnx
 
         graph = onnx.load(str(fp32_path), load_external_data=False).graph
         input_names = [i.name for i in graph.input]
@@ -170,10 +164,6 @@ def to_half(model_dir: str | Path, out_dir: str | Path, dtype: Literal["bf16", "
     Reload with ``from_pretrained(out_dir, dtype="auto")`` (or ``layers.from_pretrained_pruned(..., dtype=...)``
     for FFN-pruned models) to keep the stored dtype.
     """
-    from transformers import AutoModelForSequenceClassification
-
-    from slimbert.compression.layers import from_pretrained_pruned
-
     torch_dtype = _dtype(dtype, ("bf16", "fp16"))
     out = prepare_out_dir(out_dir)
     # from_pretrained_pruned: head-, layer- and FFN-pruned checkpoints keep their shapes.

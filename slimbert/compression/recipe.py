@@ -1,4 +1,4 @@
-"""The typed compression recipe, validated up front, with named presets.
+"""The typed compression recipe, validated up front (its named presets: ``presets.py``).
 
 Stages run in this order, each optional: fine-tune the baseline, layer sensitivity, structured layer
 pruning (with optional distillation), attention-head and FFN-neuron pruning, then precision variants
@@ -14,11 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from slimbert.compression.distill import DistillationSchedule
 from slimbert.compression.finetune import FinetuneConfig
-from slimbert.compression.schedules import Schedule
+from slimbert.compression.heads import FfnMethod, FfnScope
+from slimbert.compression.schedules import Schedule, ScheduleKind
+from slimbert.records import Activations, CalibrationMethod, Isa
 from slimbert.store.manifest import NAME_PATTERN
 
 LayerStrategy = Literal["sensitivity", "top", "alternate"]
-PresetName = Literal["quick", "study", "max-cpu", "tiny", "every-stage-tiny"]
 # "final" is the most compressed fp32 variant the recipe makes; "all" is every fp32 variant it makes.
 PrecisionTarget = Literal["final", "all", "baseline-fp32", "pruned-fp32", "heads-fp32"]
 DEFAULT_DROP = 2
@@ -101,7 +102,7 @@ class LayerPruning(_Strict):
 class PruneSchedule(_Strict):
     """When pruning happens inside the pruning run, as fractions of its training steps."""
 
-    kind: Literal["cubic", "linear", "cosine"] = "cubic"
+    kind: ScheduleKind = "cubic"
     start: float = Field(default=0.0, ge=0, lt=1)
     end: float = Field(default=0.7, gt=0, le=1)
     prune_every: int = Field(default=25, ge=1, le=100_000, description="steps between pruning events")
@@ -122,8 +123,8 @@ class HeadFfnPruning(_Strict):
 
     head_sparsity: float = Field(default=0.25, ge=0, le=0.9, description="fraction of heads to remove")
     ffn_sparsity: float = Field(default=0.4, ge=0, le=0.9, description="fraction of FFN neurons to remove")
-    ffn_method: Literal["weight_norm", "gradient"] = "weight_norm"
-    ffn_scope: Literal["per_layer", "global"] = "per_layer"
+    ffn_method: FfnMethod = "weight_norm"
+    ffn_scope: FfnScope = "per_layer"
     schedule: PruneSchedule = Field(default_factory=PruneSchedule)
     importance_batches: int = Field(default=8, ge=1, le=256, description="batches per importance estimate")
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -151,7 +152,7 @@ class Int8Dynamic(_Strict):
     """ONNX Runtime dynamic INT8 (weights int8, activations quantized per batch at run time)."""
 
     per_channel: bool | None = Field(default=None, description=PER_CHANNEL_HELP)
-    isa: Literal["auto", "avx512_vnni", "avx2", "arm64"] = "auto"
+    isa: Isa = "auto"
     optimize: bool = Field(default=False, description="fuse attention/LayerNorm/GELU before quantizing")
 
 
@@ -159,7 +160,7 @@ class Int8Static(_Strict):
     """ONNX Runtime static INT8: activation ranges calibrated on SST-2 train sentences."""
 
     calibration_samples: int = Field(default=256, ge=8, le=4096)
-    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    method: CalibrationMethod = "minmax"
     keep_ffn_output_fp32: bool = Field(default=True, description="leave each FFN output product in fp32: its "
                                        "input (the GELU output) has outliers one static range cannot cover")
     per_channel: bool | None = Field(default=None, description=PER_CHANNEL_HELP)
@@ -171,7 +172,7 @@ class Int8Inductor(_Strict):
     (``static``) or measured per batch (``dynamic``). Compiled when loaded, on the machine that serves."""
 
     calibration_samples: int = Field(default=256, ge=8, le=4096)
-    activations: Literal["static", "dynamic"] = "static"
+    activations: Activations = "static"
     max_autotune: bool = Field(default=False, description="let Inductor pick its AMX GEMM template or oneDNN "
                                                           "per linear (minutes to compile at load, faster runs)")
 
@@ -298,109 +299,3 @@ class Recipe(_Strict):
         stem = self.base_model.rstrip("/").split("/")[-1].lower()
         safe = "".join(c if c.isalnum() or c in "._-" else "-" for c in stem).strip("-._")
         return f"{safe[:56] or 'model'}-sst2"
-
-
-_TINY_TRAIN = {"epochs": 1, "batch_size": 16, "max_length": 32}
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # The README's default job: embedded MiniLM, 8000 sentences, 1 epoch, drop 2 layers by sensitivity,
-    # re-finetune, ONNX Runtime dynamic INT8 of the pruned model. About 5-10 minutes on 2 cores.
-    "quick": {},
-    # The compression studies' plan on MiniLM: a longer fine-tune (all of SST-2 train, up to 3 epochs, early
-    # stopping) aiming at >= 0.88 dev accuracy, sensitivity ranking, 6 -> 4 layers re-finetuned with
-    # distillation, head/FFN pruning (25% of heads, 40% of FFN neurons: ~35% fewer encoder parameters) with
-    # distillation and recovery, then every precision of every fp32 variant. Hours on 2 cores.
-    "study": {
-        "train_examples": None,
-        "finetune": {"epochs": 3, "learning_rate": 5e-5, "batch_size": 32, "max_length": 64},
-        "sensitivity": {"enabled": True},
-        "layer_pruning": {
-            "target_layers": 4, "strategy": "sensitivity", "distill": {},
-            "refinetune": {"epochs": 2, "learning_rate": 5e-5, "batch_size": 32, "max_length": 64},
-        },
-        "head_ffn_pruning": {
-            "head_sparsity": 0.25, "ffn_sparsity": 0.4, "ffn_method": "gradient",
-            "schedule": {"kind": "cubic", "start": 0.0, "end": 0.7, "prune_every": 100},
-            "train": {"epochs": 1, "learning_rate": 5e-5, "batch_size": 32, "max_length": 64},
-            "recovery": {"epochs": 1, "learning_rate": 3e-5, "batch_size": 32, "max_length": 64},
-            "distill": {},
-        },
-        "precision": {
-            "targets": ["all"], "fp16_bf16": {"dtype": "auto"}, "int8_dynamic": {}, "int8_static": {},
-            "int8_inductor": {}, "int8_qat": {}, "int8_mixed": {}, "int4_nf4": {},
-        },
-    },
-    # The fastest CPU variant we expect within ~1 point of the baseline: 6 -> 4 layers (sensitivity),
-    # re-finetuned for 2 epochs with distillation, then ONNX Runtime dynamic INT8 of a fused graph
-    # (attention/LayerNorm/GELU fusion, VNNI preset). No head/FFN pruning: ragged head counts defeat the
-    # fused attention kernel, which buys more on CPU than the removed heads would.
-    "max-cpu": {
-        "train_examples": 20000,
-        "finetune": {"epochs": 2, "learning_rate": 1e-4, "batch_size": 32, "max_length": 64},
-        "layer_pruning": {
-            "target_layers": 4, "strategy": "sensitivity", "distill": {},
-            "refinetune": {"epochs": 2, "learning_rate": 1e-4, "batch_size": 32, "max_length": 64},
-        },
-        "precision": {"targets": ["final"], "int8_dynamic": {"optimize": True}},
-    },
-    # For tests: a few dozen sentences, one short epoch each.
-    "tiny": {
-        "train_examples": 48,
-        "dev_examples": 32,
-        "finetune": _TINY_TRAIN,
-        "sensitivity": {"enabled": False},
-        "layer_pruning": {"drop": 1, "strategy": "top", "refinetune": _TINY_TRAIN},
-    },
-    # For tests: every stage once on a tiny model, in well under a minute of compute. int8_inductor is
-    # left out: compiling costs tens of seconds per load, and tests/unit/test_inductor_int8.py covers it.
-    "every-stage-tiny": {
-        "train_examples": 64,
-        "dev_examples": 32,
-        "finetune": _TINY_TRAIN,
-        "sensitivity": {"enabled": True},
-        "layer_pruning": {"drop": 1, "strategy": "sensitivity", "refinetune": _TINY_TRAIN, "distill": {}},
-        "head_ffn_pruning": {
-            "head_sparsity": 0.25, "ffn_sparsity": 0.5, "ffn_method": "gradient",
-            "schedule": {"start": 0.0, "end": 0.5, "prune_every": 1}, "importance_batches": 2,
-            "train": _TINY_TRAIN, "recovery": _TINY_TRAIN, "distill": {},
-        },
-        "precision": {
-            "targets": ["pruned-fp32", "heads-fp32"], "fp16_bf16": {}, "int8_dynamic": {"optimize": True},
-            "int8_static": {"calibration_samples": 16}, "int8_qat": {"steps": 4, "batch_size": 8, "max_length": 32},
-            "int8_mixed": {"probe_examples": 16}, "int4_nf4": {"compute_dtype": "fp32"},
-        },
-    },
-}
-
-# Keys of which a recipe gives one: an override that sets one clears the other from the preset.
-_EXCLUSIVE = {"layer_pruning": ("drop", "target_layers")}
-
-
-def build_recipe(preset: str | None = None, overrides: dict[str, Any] | None = None) -> Recipe:
-    """A preset's recipe with the caller's overrides merged on top (nested dicts merge)."""
-    if preset is not None and preset not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
-    base = _deep_merge({}, PRESETS.get(preset or "quick", {}))
-    extra = overrides or {}
-    for section, keys in _EXCLUSIVE.items():
-        given, preset_part = extra.get(section), base.get(section)
-        if isinstance(given, dict) and isinstance(preset_part, dict):
-            for key in keys:
-                if key in given:
-                    for other in keys:
-                        if other != key and other not in given:
-                            preset_part.pop(other, None)
-    return Recipe.model_validate(_deep_merge(base, extra))
-
-
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        current = out.get(key)
-        if isinstance(current, dict) and isinstance(value, dict):
-            out[key] = _deep_merge(current, value)
-        elif isinstance(value, dict):
-            out[key] = _deep_merge({}, value)
-        else:
-            out[key] = value
-    return out

@@ -15,7 +15,8 @@ from typing import Any, Literal, get_args
 
 from transformers import PreTrainedModel
 
-from slimbert.compression.layers import drop_layers, encoder_layers
+from slimbert.compression.layers import drop_layers
+from slimbert.runtime.shapes import encoder_layers
 
 logger = logging.getLogger(__name__)
 

@@ -38,3 +38,25 @@ def classify_all(predictor: Predictor, texts: Sequence[str], *, batch_size: int 
         tok_ms += out.tokenize_ms
         model_ms += out.model_ms
     return DatasetRun(labels.tolist(), time.perf_counter() - start, tok_ms, model_ms)
+
+
+EVAL_BATCH_SIZE = 64
+
+
+def predict_label_ids(predictor: Predictor, texts: Sequence[str], *, batch_size: int = EVAL_BATCH_SIZE) -> list[int]:
+    """The dev-set prediction loop: label ids for ``texts`` in their order, length-bucketed batches.
+
+    Everything that scores a variant on a split (the benchmark, the compression pipeline's
+    creation-time accuracy, autotune's gate) calls this, so their numbers agree: with dynamic INT8
+    quantization a sentence's logits depend slightly on what it is batched with.
+    """
+    return classify_all(predictor, texts, batch_size=batch_size, bucket=True).label_ids
+
+
+def accuracy_of(predictor: Predictor, texts: Sequence[str], labels: Sequence[int], *,
+                batch_size: int = EVAL_BATCH_SIZE) -> float:
+    """Fraction of ``texts`` the predictor labels as ``labels`` (0.0 for no texts)."""
+    if len(texts) != len(labels):
+        raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
+    preds = predict_label_ids(predictor, texts, batch_size=batch_size)
+    return sum(int(p == y) for p, y in zip(preds, labels, strict=True)) / max(len(labels), 1)

@@ -11,12 +11,14 @@ from transformers import AutoModelForSequenceClassification
 from slimbert.errors import SlimBertError
 from slimbert.inference.predictor import BnbPredictor, InductorPredictor, OrtPredictor, Predictor, TorchPredictor
 from slimbert.models import load_tokenizer
+from slimbert.records import RUNTIMES
+from slimbert.runtime.ort import ort_session, saturation_risk
+from slimbert.runtime.shapes import from_pretrained_pruned
 from slimbert.store.manifest import VariantManifest
 
 log = logging.getLogger(__name__)
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-RUNTIMES = ("torch", "onnxruntime", "bitsandbytes", "torch-inductor")
 
 
 def _torch_device(device: str) -> str:
@@ -36,34 +38,19 @@ def load_variant(
     - ``onnxruntime``: ``model.onnx`` in a CPU session (INT8 variants);
     - ``torch``: rebuilt with ``from_pretrained_pruned`` in the manifest's precision (fp32, bf16, fp16),
       so head-, layer- and FFN-pruned checkpoints load with their own shapes;
-    - ``bitsandbytes``: NF4 weights through ``nf4.load_nf4``;
-    - ``torch-inductor``: ``model.pt2`` compiled by Inductor (``inductor_int8.load_compiled``); the
+    - ``bitsandbytes``: NF4 weights through ``runtime.nf4.load_nf4``;
+    - ``torch-inductor``: ``model.pt2`` compiled by Inductor (``runtime.inductor.load_compiled``); the
       compilation happens here, before the predictor is returned, so no request pays for it.
     """
     tokenizer = load_tokenizer(str(path))
     labels = {int(k): v for k, v in manifest.labels.items()}
     if manifest.runtime == "onnxruntime":
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
-        # Spinning threads keep the cores busy after each run. Alone that buys ~1 ms at batch 1, but
-        # beside torch models (serving several variants, or an interleaved benchmark) it stole the
-        # cores: a torch model timed after an ONNX run measured 39 ms instead of 15 (docs/PERFORMANCE.md).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if ort_spinning else "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "1" if ort_spinning else "0")
-        session = ort.InferenceSession(str(path / "model.onnx"), options, providers=["CPUExecutionProvider"])
-        from slimbert.compression.onnx_int8 import saturation_risk
-
+        session = ort_session(path / "model.onnx", threads, spinning=ort_spinning)
         params = manifest.technique.params
         if why := saturation_risk(params.get("quantization", params)):  # autotune nests its candidate's params
             log.warning("%s/%s: %s", manifest.family, manifest.variant, why)
         return OrtPredictor(session, tokenizer, labels)
     if manifest.runtime == "torch":
-        from slimbert.compression.layers import from_pretrained_pruned
-
         if manifest.precision not in _DTYPES:
             raise SlimBertError(
                 f"precision {manifest.precision!r} of {manifest.family}/{manifest.variant} is not a torch dtype",
@@ -72,13 +59,13 @@ def load_variant(
         model = from_pretrained_pruned(AutoModelForSequenceClassification, path, dtype=_DTYPES[manifest.precision])
         return TorchPredictor(model, tokenizer, labels, device=_torch_device(device))
     if manifest.runtime == "bitsandbytes":
-        from slimbert.compression.nf4 import load_nf4
+        from slimbert.runtime.nf4 import load_nf4  # bitsandbytes: seconds to import, only for NF4 variants
 
         torch_device = _torch_device(device)
         model = load_nf4(path, torch_device)
         return BnbPredictor(model, tokenizer, labels, device=torch_device)
     if manifest.runtime == "torch-inductor":
-        from slimbert.compression.inductor_int8 import load_compiled
+        from slimbert.runtime.inductor import load_compiled  # torchao and Inductor: only for these variants
 
         if _torch_device(device) != "cpu":
             raise SlimBertError(f"{manifest.family}/{manifest.variant} is an Inductor INT8 program for x86 CPUs",

@@ -1,18 +1,31 @@
-"""One predictor protocol with torch, bitsandbytes and ONNX Runtime implementations.
+"""One predictor protocol with torch, bitsandbytes, ONNX Runtime and Inductor implementations.
 
-Tokenization is timed apart from the forward pass, so callers can report both.
+A prediction is two steps that callers time apart: ``encode`` tokenizes texts into the runtime's
+ready inputs (on its device), ``forward`` runs only the model (and, on CUDA, waits for its kernels).
+``predict`` is both, timed, with labels and scores. The benchmark harness and autotune time
+``forward`` alone on inputs encoded once (see :func:`model_call`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 import numpy as np
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from scipy.special import softmax
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from slimbert.records import Runtime, SeqLen
+
+# The runtime's ready inputs: torch tensors on the predictor's device, or int64 numpy arrays for
+# ONNX Runtime; keyed by input name (input_ids, attention_mask...).
+Encoded = dict[str, Any]
+Logits = torch.Tensor | np.ndarray
 
 
 @dataclass
@@ -33,20 +46,39 @@ class BatchOutput:
 
 class Predictor(Protocol):
     labels: dict[int, str]
-    runtime: str
-    device: str
+    runtime: Runtime
+    device: str  # a torch device: "cpu" or "cuda"
+    tokenizer: PreTrainedTokenizerBase
+
+    @property
+    def config(self) -> PretrainedConfig:
+        """The model's architecture (layers, widths, pruned heads), e.g. for computed FLOPs."""
+        ...
+
+    @property
+    def eager_model(self) -> torch.nn.Module | None:
+        """The eager torch module that runs, for counting FLOPs on a real forward pass; None when the
+        runtime executes a graph torch's counter cannot see (ONNX Runtime, Inductor, bitsandbytes)."""
+        ...
+
+    def encode(self, texts: Sequence[str], seq_len: SeqLen = "dynamic") -> Encoded:
+        """Tokenize ``texts`` padded to ``seq_len`` tokens, or to the longest text with "dynamic"."""
+        ...
+
+    def forward(self, encoded: Encoded) -> Logits:
+        """Run the model only on encoded inputs; returns the logits where the runtime left them."""
+        ...
 
     def predict(self, texts: Sequence[str]) -> BatchOutput: ...
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
+def model_call(predictor: Predictor, encoded: Encoded) -> Callable[[], Logits]:
+    """A zero-argument callable that runs only the model on pre-tokenized inputs, for the timers."""
+    return lambda: predictor.forward(encoded)
 
 
 def to_predictions(logits: np.ndarray, labels: dict[int, str]) -> list[Prediction]:
-    probs = softmax(logits.astype(np.float64))
+    probs = softmax(logits.astype(np.float64), axis=-1)
     out = []
     for row in probs:
         label_id = int(row.argmax())
@@ -61,23 +93,48 @@ def to_predictions(logits: np.ndarray, labels: dict[int, str]) -> list[Predictio
     return out
 
 
-class _Base:
+def _to_numpy(logits: Logits) -> np.ndarray:
+    if isinstance(logits, torch.Tensor):
+        return logits.float().cpu().numpy()
+    return np.asarray(logits)
+
+
+class _Base(ABC):
+    runtime: Runtime
+    device: str
+    _tensors = "pt"  # what the tokenizer returns for this runtime
+
     def __init__(self, tokenizer: PreTrainedTokenizerBase, labels: dict[int, str], max_length: int) -> None:
         self.tokenizer = tokenizer
         self.labels = labels
         self.max_length = max_length
 
-    def _tokenize(self, texts: Sequence[str], kind: str) -> tuple[dict[str, Any], float]:
-        start = time.perf_counter()
+    def encode(self, texts: Sequence[str], seq_len: SeqLen = "dynamic") -> Encoded:
         # Dynamic padding: pad to the longest text of this batch, not to max_length.
-        enc = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors=kind
-        )
-        return dict(enc), (time.perf_counter() - start) * 1000
+        padding, max_length = ("max_length", seq_len) if isinstance(seq_len, int) else (True, self.max_length)
+        enc = self.tokenizer(list(texts), padding=padding, truncation=True, max_length=max_length,
+                             return_tensors=self._tensors)
+        return self._ready(dict(enc))
+
+    @abstractmethod
+    def _ready(self, enc: Encoded) -> Encoded:
+        """The tokenizer's output as the model takes it."""
+
+    @abstractmethod
+    def forward(self, encoded: Encoded) -> Logits: ...
+
+    def predict(self, texts: Sequence[str]) -> BatchOutput:
+        start = time.perf_counter()
+        encoded = self.encode(texts)
+        tokenized = time.perf_counter()
+        logits = self.forward(encoded)
+        done = time.perf_counter()
+        arr = _to_numpy(logits)
+        return BatchOutput(to_predictions(arr, self.labels), arr, (tokenized - start) * 1000, (done - tokenized) * 1000)
 
 
 class TorchPredictor(_Base):
-    runtime = "torch"
+    runtime: Runtime = "torch"
 
     def __init__(
         self,
@@ -95,31 +152,43 @@ class TorchPredictor(_Base):
     def _place(self, model: PreTrainedModel, device: str) -> PreTrainedModel:
         return model.to(torch.device(device)).eval()  # type: ignore[arg-type]  # transformers stub quirk
 
+    @property
+    def config(self) -> PretrainedConfig:
+        config: PretrainedConfig = self.model.config
+        return config
+
+    @property
+    def eager_model(self) -> torch.nn.Module | None:
+        return self.model
+
+    def _ready(self, enc: Encoded) -> Encoded:
+        return {k: v.to(self.device) for k, v in enc.items()}
+
     @torch.inference_mode()
-    def predict(self, texts: Sequence[str]) -> BatchOutput:
-        enc, tok_ms = self._tokenize(texts, "pt")
-        enc = {k: v.to(self.device) for k, v in enc.items()}
-        start = time.perf_counter()
-        logits = self.model(**enc).logits
+    def forward(self, encoded: Encoded) -> Logits:
+        logits: torch.Tensor = self.model(**encoded).logits
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
-        model_ms = (time.perf_counter() - start) * 1000
-        arr = logits.float().cpu().numpy()
-        return BatchOutput(to_predictions(arr, self.labels), arr, tok_ms, model_ms)
+        return logits
 
 
 class BnbPredictor(TorchPredictor):
     """A bitsandbytes 4-bit model: already placed by ``device_map`` (4-bit models refuse ``.to()``)."""
 
-    runtime = "bitsandbytes"
+    runtime: Runtime = "bitsandbytes"
 
     def _place(self, model: PreTrainedModel, device: str) -> PreTrainedModel:
         return model.eval()
 
+    @property
+    def eager_model(self) -> torch.nn.Module | None:
+        return None  # the 4-bit matmuls run in bitsandbytes kernels, which the FLOP counter does not see
+
 
 class OrtPredictor(_Base):
-    runtime = "onnxruntime"
+    runtime: Runtime = "onnxruntime"
     device = "cpu"
+    _tensors = "np"
 
     def __init__(
         self,
@@ -133,13 +202,22 @@ class OrtPredictor(_Base):
         self.session = session
         self.input_names = {i.name for i in session.get_inputs()}
 
-    def predict(self, texts: Sequence[str]) -> BatchOutput:
-        enc, tok_ms = self._tokenize(texts, "np")
-        feed = {k: v.astype(np.int64) for k, v in enc.items() if k in self.input_names}
-        start = time.perf_counter()
-        (logits,) = self.session.run(["logits"], feed)
-        model_ms = (time.perf_counter() - start) * 1000
-        return BatchOutput(to_predictions(logits, self.labels), logits, tok_ms, model_ms)
+    @cached_property
+    def config(self) -> PretrainedConfig:
+        # The exported graph does not carry it; the variant's folder (the tokenizer's) has config.json.
+        config: PretrainedConfig = AutoConfig.from_pretrained(self.tokenizer.name_or_path)
+        return config
+
+    @property
+    def eager_model(self) -> torch.nn.Module | None:
+        return None
+
+    def _ready(self, enc: Encoded) -> Encoded:
+        return {k: v.astype(np.int64) for k, v in enc.items() if k in self.input_names}
+
+    def forward(self, encoded: Encoded) -> Logits:
+        (logits,) = self.session.run(["logits"], encoded)
+        return np.asarray(logits)
 
 
 class InductorPredictor(TorchPredictor):
@@ -149,10 +227,14 @@ class InductorPredictor(TorchPredictor):
     tensors, returns an object with ``logits``, carries ``config``), so timing code treats it as torch.
     """
 
-    runtime = "torch-inductor"
+    runtime: Runtime = "torch-inductor"
 
     def __init__(self, program: Any, tokenizer: PreTrainedTokenizerBase, labels: dict[int, str]) -> None:
         super().__init__(program, tokenizer, labels, device="cpu")
 
     def _place(self, model: Any, device: str) -> Any:
         return model
+
+    @property
+    def eager_model(self) -> torch.nn.Module | None:
+        return None  # a compiled graph: the counter would see no aten ops

@@ -7,42 +7,42 @@ task by name when it has no CUDA itself. A worker keeps the few variants it serv
 from __future__ import annotations
 
 import socket
-import threading
 import time
-from collections import OrderedDict
 from typing import Any
 
-import torch
-
 from slimbert.config import Settings
+from slimbert.hardware import cuda_available
+from slimbert.inference.cache import PredictorCache
 from slimbert.inference.loader import load_variant
 from slimbert.inference.predictor import Predictor
 from slimbert.store.store import VariantStore
 
-# The task name; it belongs with the others in slimbert/tasks.py once the lead moves it there.
 _KEEP = 2  # variants a worker keeps loaded
 
-_lock = threading.Lock()
-_loaded: OrderedDict[tuple[str, str, str, str], Predictor] = OrderedDict()
+
+# One cache per store and thread setting in a worker process, built on its first prediction.
+# (store, family, variant, manifest time): a republished variant is a new key.
+WorkerKey = tuple[str, str, str, str]
+_caches: dict[tuple[str, int | None], PredictorCache[WorkerKey]] = {}
+
+
+def _cache_for(settings: Settings) -> PredictorCache[WorkerKey]:
+    store, threads = VariantStore(settings.store_dir), settings.inference_threads or None
+
+    def load(key: WorkerKey) -> Predictor:
+        _, family, variant, _created = key
+        manifest = store.manifest(family, variant)
+        store.verify(manifest)
+        return load_variant(manifest, store.variant_dir(family, variant), "gpu" if cuda_available() else "cpu",
+                            threads=threads)
+
+    return _caches.setdefault((str(settings.store_dir), threads), PredictorCache(_KEEP, load))
 
 
 def _predictor(settings: Settings, family: str, variant: str) -> Predictor:
-    store = VariantStore(settings.store_dir)
-    manifest = store.manifest(family, variant)
-    device = "gpu" if torch.cuda.is_available() else "cpu"
+    manifest = VariantStore(settings.store_dir).manifest(family, variant)
     # created_at in the key: a republished variant is loaded afresh, never served stale.
-    key = (str(settings.store_dir), family, variant, manifest.created_at.isoformat())
-    with _lock:
-        if key in _loaded:
-            _loaded.move_to_end(key)
-            return _loaded[key]
-        store.verify(manifest)
-        predictor = load_variant(manifest, store.variant_dir(family, variant), device,
-                                 threads=settings.inference_threads or None)
-        _loaded[key] = predictor
-        while len(_loaded) > _KEEP:
-            _loaded.popitem(last=False)
-        return predictor
+    return _cache_for(settings).get((str(settings.store_dir), family, variant, manifest.created_at.isoformat()))
 
 
 def predict_texts(settings: Settings, family: str, variant: str, texts: list[str]) -> dict[str, Any]:

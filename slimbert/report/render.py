@@ -8,8 +8,11 @@ import io
 from collections.abc import Callable
 from typing import Any
 
-# (header, device or None, key, formatter)
-Column = tuple[str, str | None, str, Callable[[Any], str]]
+from slimbert.records import BASELINE, AutotuneSummary, Device, Showdown, ShowdownRow
+from slimbert.report.showdown import DEVICES
+
+# (header, device or None, key of a ShowdownRow or of its DeviceCell, formatter)
+Column = tuple[str, Device | None, str, Callable[[Any], str]]
 
 
 def _num(digits: int) -> Callable[[Any], str]:
@@ -39,20 +42,20 @@ COLUMNS: list[Column] = [
 ]
 
 
-def _value(row: dict[str, Any], device: str | None, key: str) -> Any:
-    return row[device].get(key) if device else row.get(key)
+def _value(row: ShowdownRow, device: Device | None, key: str) -> Any:
+    return getattr(row.cell(device), key) if device else getattr(row, key)
 
 
-def _cells(report: dict[str, Any], bold: Callable[[str], str]) -> tuple[list[list[str]], list[str]]:
+def _cells(report: Showdown, bold: Callable[[str], str]) -> tuple[list[list[str]], list[str]]:
     """Table cells, best values marked with ``bold``; N/A cells point at numbered reasons."""
     reasons: list[str] = []
     table = []
-    for row in report["rows"]:
-        cells = [row["variant"]]
+    for row in report.rows:
+        cells = [row.variant]
         for _, device, key, fmt in COLUMNS:
             value = _value(row, device, key)
             if value is None:
-                reason = row[device].get("na") if device else None
+                reason = row.cell(device).na if device else None
                 if reason:
                     if reason not in reasons:
                         reasons.append(reason)
@@ -62,80 +65,83 @@ def _cells(report: dict[str, Any], bold: Callable[[str], str]) -> tuple[list[lis
                 continue
             text = fmt(value)
             best_key = f"{device}.{key}" if device else key
-            cells.append(bold(text) if report["best"].get(best_key) == row["variant"] and len(report["rows"]) > 1
+            cells.append(bold(text) if report.best.get(best_key) == row.variant and len(report.rows) > 1
                          else text)
         table.append(cells)
     return table, reasons
 
 
-def measured_line(report: dict[str, Any]) -> str:
-    run = report.get("run")
+def measured_line(report: Showdown) -> str:
+    run = report.run
     if not run:
         return "No benchmark run yet: sizes and creation-time accuracy only."
-    spec = run["spec"]
+    spec = run.spec
     parts = []
-    for device, env in run["environment"].items():
+    for device, env in run.environment.items():
         if isinstance(env, str):
             parts.append(f"{device}: N/A ({env})")
         else:
-            flags = ",".join(k for k, v in (env.get("flags") or {}).items() if v)
-            where = env.get("gpu") or env.get("cpu")
-            parts.append(f"{device}: {where} [{flags}], {env.get('torch_threads')} torch threads")
-    return (f"Run {run['run_id']} ({run['created_at']}): batch {report['batch_size']}, seq_len {spec['seq_len']}, "
-            f"{spec['runs']} runs after {spec['warmup']} warm-up, variants interleaved; latency = p50 model time "
+            flags = ",".join(k for k, v in (env.flags or {}).items() if v)
+            where = env.gpu or env.cpu
+            parts.append(f"{device}: {where} [{flags}], {env.torch_threads} torch threads")
+    return (f"Run {run.run_id} ({run.created_at}): batch {report.batch_size}, seq_len {spec.seq_len}, "
+            f"{spec.runs} runs after {spec.warmup} warm-up, variants interleaved; latency = p50 model time "
             f"(tokenization apart). " + "; ".join(parts) + ". Accuracy on the SST-2 dev split on each runtime, "
-            "95% Wilson interval; McNemar test paired against baseline-fp32.")
+            f"95% Wilson interval; McNemar test paired against {BASELINE}.")
 
 
-def to_markdown(report: dict[str, Any]) -> str:
+def _pick_text(report: Showdown, key: str) -> str:
+    item = report.recommendations.picks()[key]
+    return item.variant if item.variant is not None else f"N/A ({item.na})"
+
+
+def to_markdown(report: Showdown) -> str:
     table, reasons = _cells(report, lambda t: f"**{t}**")
     header = ["Model"] + [c[0] for c in COLUMNS]
-    lines = [f"## Showdown: {report['family']}", "", measured_line(report), "",
+    lines = [f"## Showdown: {report.family}", "", measured_line(report), "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in table]
     lines += [""] + [f"[{i + 1}] {r}" for i, r in enumerate(reasons)]
-    rec = report["recommendations"]
-    lines += ["", f"Recommendations ({rec['rule']}):"]
-    for key in ("cpu", "gpu", "smallest"):
-        item = rec[key]
-        lines.append(f"- {key}: " + (item["variant"] if "variant" in item else f"N/A ({item['na']})"))
-    lines.append(f"- Pareto frontier, CPU accuracy vs latency: {', '.join(report['pareto_cpu']) or 'N/A'}")
-    lines += autotune_lines(report.get("autotune"))
+    rec = report.recommendations
+    lines += ["", f"Recommendations ({rec.rule}):"]
+    lines += [f"- {key}: {_pick_text(report, key)}" for key in rec.picks()]
+    lines.append(f"- Pareto frontier, CPU accuracy vs latency: {', '.join(report.pareto_cpu) or 'N/A'}")
+    lines += autotune_lines(report.autotune)
     return "\n".join(lines) + "\n"
 
 
-def autotune_lines(tune: dict[str, Any] | None) -> list[str]:
+def autotune_lines(tune: AutotuneSummary | None) -> list[str]:
     if not tune:
         return []
-    out = ["", f"Autotune run {tune['run_id']}: winner {tune['winner'] or 'none'} -> variant {tune['variant'] or '-'} "
-           f"({tune['target']} at batch {tune['batch_size']}, cost {tune['cost_vs_baseline']} x baseline; "
-           f"gate threshold {tune['threshold']}; stopped: {tune['stopped']})", "",
+    out = ["", f"Autotune run {tune.run_id}: winner {tune.winner or 'none'} -> variant {tune.variant or '-'} "
+           f"({tune.target} at batch {tune.batch_size}, cost {tune.cost_vs_baseline} x baseline; "
+           f"gate threshold {tune.threshold}; stopped: {tune.stopped})", "",
            "| candidate | verdict | dev accuracy | cost vs baseline |", "|---|---|---|---|"]
-    out += [f"| {e['candidate']} | {e['verdict']} | {e['dev_accuracy'] if e['dev_accuracy'] is not None else '-'} "
-            f"| {e['cost_vs_baseline'] if e['cost_vs_baseline'] is not None else '-'} |" for e in tune["trail"]]
+    out += [f"| {e.candidate} | {e.verdict} | {e.dev_accuracy if e.dev_accuracy is not None else '-'} "
+            f"| {e.cost_vs_baseline if e.cost_vs_baseline is not None else '-'} |" for e in tune.trail]
     return out
 
 
-def to_csv(report: dict[str, Any]) -> str:
+def to_csv(report: Showdown) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
-    keys = [("variant", None), ("runtime", None), ("precision", None), ("layers", None), ("parameters", None),
-            ("size_mb", None), ("compression_ratio", None), ("dev_accuracy_at_creation", None)]
+    keys = ["variant", "runtime", "precision", "layers", "parameters", "size_mb", "compression_ratio",
+            "dev_accuracy_at_creation"]
     device_keys = ["accuracy", "accuracy_ci95", "macro_f1", "mcnemar_p", "latency_ms", "p99_ms", "spread_ms",
                    "runs", "throughput_seq_s", "tokenize_ms", "peak_mem_mb", "gflops", "gflops_method", "speedup",
                    "na"]
-    writer.writerow([k for k, _ in keys] + [f"{d}_{k}" for d in ("cpu", "gpu") for k in device_keys])
-    for row in report["rows"]:
-        values = [row.get(k) for k, _ in keys]
-        for device in ("cpu", "gpu"):
+    writer.writerow(keys + [f"{d}_{k}" for d in DEVICES for k in device_keys])
+    for row in report.rows:
+        values = [getattr(row, k) for k in keys]
+        for device in DEVICES:
             for k in device_keys:
-                v = row[device].get(k)
-                values.append(";".join(f"{x}" for x in v) if isinstance(v, list) else v)
+                v = getattr(row.cell(device), k)
+                values.append(";".join(f"{x}" for x in v) if isinstance(v, list | tuple) else v)
         writer.writerow(["" if v is None else v for v in values])
     return buf.getvalue()
 
 
-def to_html(report: dict[str, Any], charts: dict[str, str]) -> str:
+def to_html(report: Showdown, charts: dict[str, str]) -> str:
     """A self-contained page; ``charts`` maps a title to inline SVG markup."""
     table, reasons = _cells(report, lambda t: f"<b>{t}</b>")
     esc = html.escape
@@ -143,12 +149,11 @@ def to_html(report: dict[str, Any], charts: dict[str, str]) -> str:
     body = "".join("<tr>" + "".join(f"<td>{c if c.startswith('<b>') else esc(c)}</td>" for c in cells) + "</tr>"
                    for cells in table)
     notes = "".join(f"<li>[{i + 1}] {esc(r)}</li>" for i, r in enumerate(reasons))
-    rec = report["recommendations"]
-    recs = "".join(f"<li><b>{k}</b>: {esc(rec[k].get('variant') or 'N/A (' + rec[k].get('na', '') + ')')}</li>"
-                   for k in ("cpu", "gpu", "smallest"))
+    rec = report.recommendations
+    recs = "".join(f"<li><b>{k}</b>: {esc(_pick_text(report, k))}</li>" for k in rec.picks())
     figures = "".join(f"<figure><figcaption>{esc(t)}</figcaption>{svg}</figure>" for t, svg in charts.items())
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>SlimBERT showdown: {esc(report['family'])}</title>
+<html lang="en"><head><meta charset="utf-8"><title>SlimBERT showdown: {esc(report.family)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
 table {{ border-collapse: collapse; font-size: 0.85rem; }}
@@ -156,13 +161,13 @@ th, td {{ border: 1px solid #ccc; padding: 0.3rem 0.5rem; text-align: right; }}
 th {{ background: #f3f3f3; }} td:first-child {{ text-align: left; font-weight: 600; }}
 figure {{ display: inline-block; margin: 1rem; vertical-align: top; }} figure svg {{ max-width: 640px; height: auto; }}
 </style></head><body>
-<h1>Showdown: {esc(report['family'])}</h1>
+<h1>Showdown: {esc(report.family)}</h1>
 <p class="measured">{esc(measured_line(report))}</p>
 <table id="showdown"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 <ul class="reasons">{notes}</ul>
-<h2>Recommendations</h2><p>{esc(rec['rule'])}</p><ul>{recs}</ul>
-<p>Pareto frontier (CPU accuracy vs latency): {esc(', '.join(report['pareto_cpu']) or 'N/A')}</p>
-<h2>Autotune</h2><pre>{esc(chr(10).join(autotune_lines(report.get("autotune"))) or "no autotune run yet")}</pre>
+<h2>Recommendations</h2><p>{esc(rec.rule)}</p><ul>{recs}</ul>
+<p>Pareto frontier (CPU accuracy vs latency): {esc(', '.join(report.pareto_cpu) or 'N/A')}</p>
+<h2>Autotune</h2><pre>{esc(chr(10).join(autotune_lines(report.autotune)) or "no autotune run yet")}</pre>
 <h2>Charts</h2><div id="charts">{figures}</div>
 </body></html>
 """

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 from slimbert.benchmark.stats import wilson_interval
+from slimbert.records import BASELINE, Showdown
 from slimbert.report.render import to_markdown
 from slimbert.store.manifest import VariantManifest
 
@@ -16,7 +16,7 @@ def variants_table(manifests: list[VariantManifest]) -> str:
     """Per variant: dev accuracy with its 95% Wilson interval, parameters, size, lineage."""
     lines = ["| variant | dev accuracy [95% CI] | n | parameters | size (MB) | parent | technique |",
              "|---|---|---|---|---|---|---|"]
-    for m in sorted(manifests, key=lambda m: (m.variant != "baseline-fp32", m.variant)):
+    for m in sorted(manifests, key=lambda m: (m.variant != BASELINE, m.variant)):
         if m.dev_accuracy is not None and m.dev_examples:
             lo, hi = wilson_interval(round(m.dev_accuracy * m.dev_examples), m.dev_examples)
             acc = f"{m.dev_accuracy:.4f} [{lo:.3f}, {hi:.3f}]"
@@ -27,12 +27,12 @@ def variants_table(manifests: list[VariantManifest]) -> str:
     return "\n".join(lines)
 
 
-def section(label: str, command: str, manifests: list[VariantManifest], report: dict[str, Any],
+def section(label: str, command: str, manifests: list[VariantManifest], report: Showdown,
             wall_seconds: float | None) -> str:
     recipe = manifests[0].recipe if manifests else {}
     wall = f" Job wall time: {wall_seconds / 60:.1f} min." if wall_seconds else ""
     return "\n".join([
-        f"## Preset `{label}`: family `{report['family']}`", "",
+        f"## Preset `{label}`: family `{report.family}`", "",
         f"Command: `{command}`.{wall}", "",
         "### Variants (accuracy at creation, on each variant's own runtime)", "", variants_table(manifests), "",
         to_markdown(report).replace("## Showdown:", "### Showdown:"),

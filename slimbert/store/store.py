@@ -144,15 +144,6 @@ class VariantStore:
                         count += 1
         return count
 
-    def delete(self, family: str, variant: str) -> None:
-        target = self.variant_dir(family, variant)
-        if not (target / MANIFEST_NAME).is_file():
-            raise self._not_found(family, variant)
-        aside = self.root / TRASH / f"{family}--{variant}--{uuid.uuid4().hex[:12]}"
-        aside.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(target, aside)
-        shutil.rmtree(aside, ignore_errors=True)
-
     # --- benchmark reports ---------------------------------------------------------------------
     def save_report(self, family: str, run_id: str, report: dict[str, Any]) -> Path:
         """Write one benchmark run atomically; a run id is never reused, so nothing is overwritten."""

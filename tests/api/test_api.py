@@ -105,9 +105,17 @@ def test_invalid_recipe_is_422_naming_field_and_allowed_values(client: TestClien
 
 
 def test_submit_without_redis_is_503_and_nothing_queued(client: TestClient) -> None:
-    resp = client.post("/jobs/compress", json={"preset": "tiny"})
+    resp = client.post("/jobs/compress", json={"preset": "tiny"}, headers={"Idempotency-Key": "retry-me"})
     assert resp.status_code == 503
-    assert "Redis" in resp.json()["detail"]
+    assert "Redis" in resp.json()["detail"] and "nothing was queued" in resp.json()["hint"]
+    # The other job kinds refuse the same way, before anything is planned.
+    assert client.post("/jobs/benchmark", json={"family": FAMILY}).status_code == 503
+    assert client.post("/jobs/autotune", json={"family": FAMILY}).status_code == 503
+    # Nothing a worker could pick up or a client could poll: no job record, no idempotency marker (a retry
+    # with the same key once Redis is back must submit afresh, not return a job that never ran).
+    assert client.get("/jobs").json() == []
+    job_dir = client.app.state.settings.job_dir  # type: ignore[attr-defined]
+    assert not job_dir.exists() or sorted(p.relative_to(job_dir) for p in job_dir.rglob("*")) == []
 
 
 def test_health_and_readiness(client: TestClient) -> None:

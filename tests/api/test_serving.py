@@ -21,9 +21,9 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.serving.batcher import MicroBatcher
-from app.serving.cache import PredictorCache
 from app.serving.latency import LatencyBoard, LatencyWindow, percentile
 from slimbert.config import Settings
+from slimbert.inference.cache import PredictorCache
 from slimbert.inference.predictor import BatchOutput, Prediction, Predictor
 from slimbert.inference.remote import predict_texts
 from slimbert.store.manifest import Technique, VariantManifest

@@ -11,6 +11,9 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from slimbert.config import Settings
+from slimbert.data import load_sst2
+from slimbert.inference.bucketing import accuracy_of
+from slimbert.inference.loader import load_variant
 from slimbert.store.store import VariantStore, sha256_file
 from tests.integration.conftest import Worker, wait_for
 
@@ -40,7 +43,7 @@ def run_job(client: TestClient, worker: Worker, body: dict[str, Any], timeout: f
     return job
 
 
-def check_store(settings: Settings, family: str) -> None:
+def check_store(settings: Settings, family: str, job: dict[str, Any]) -> None:
     store = VariantStore(settings.store_dir)
     manifests = {m.variant: m for m in store.manifests(family)}
     assert set(manifests) == EXPECTED
@@ -51,12 +54,36 @@ def check_store(settings: Settings, family: str) -> None:
     assert int8.runtime == "onnxruntime" and (store.variant_dir(family, "pruned-int8") / "model.onnx").is_file()
     assert int8.size_bytes < pruned.size_bytes
     assert (store.variant_dir(family, "baseline-fp32") / "model.safetensors").is_file()
+    # The lineage: each variant names the variant it was made from, and how.
+    assert (base.parent, pruned.parent, int8.parent) == (None, "baseline-fp32", "pruned-fp32")
+    assert [m.technique.name for m in (base, pruned, int8)] == ["finetune", "layer-pruning", "int8-dynamic"]
+    assert int8.technique.params["source"] == "pruned-fp32"
+    assert [(m.runtime, m.precision) for m in (base, pruned)] == [("torch", "fp32")] * 2 and int8.precision == "int8"
+    assert (int8.num_layers, int8.num_parameters) == (pruned.num_layers, pruned.num_parameters)
+    # Every accuracy is on one split: the recipe's seeded subset of SST-2 validation.
+    recipe = base.recipe
+    dev = load_sst2("validation", settings.sst2_dir, offline=settings.offline).subset(
+        recipe["dev_examples"], recipe["data_seed"])
     for m in manifests.values():
-        assert m.parent in (None, "baseline-fp32", "pruned-fp32")
-        assert m.dev_accuracy is not None and 0.0 <= m.dev_accuracy <= 1.0
+        vdir = store.variant_dir(family, m.variant)
+        assert m.job_id == job["id"] and m.recipe == recipe and m.dev_examples == len(dev)
         assert m.library_versions["torch"] and m.recipe["base_model"]
         for rel, digest in m.files.items():
-            assert sha256_file(store.variant_dir(family, m.variant) / rel) == digest
+            assert sha256_file(vdir / rel) == digest
+        assert m.size_bytes == sum((vdir / rel).stat().st_size for rel in m.files)
+        # The stored accuracy is what the stored files score on that split, loaded as they are served, on
+        # their own runtime (ONNX Runtime for the int8 variant), never a figure carried over from the parent.
+        predictor = load_variant(m, vdir, "cpu")
+        assert predictor.runtime == m.runtime
+        assert m.dev_accuracy == accuracy_of(predictor, dev.texts, dev.labels), m.variant
+        # The job record reports the same figures.
+        reported = job["results"]["variants"][m.variant]
+        assert (reported["dev_accuracy"], reported["parent"], reported["runtime"]) == (
+            m.dev_accuracy, m.parent, m.runtime)
+    int8_stage = next(s for s in job["stages"] if s["name"] == "int8-dynamic:pruned-int8")
+    assert int8_stage["state"] == "done"
+    assert (int8_stage["detail"]["runtime"], int8_stage["detail"]["dev_accuracy"],
+            int8_stage["detail"]["parent_dev_accuracy"]) == ("onnxruntime", int8.dev_accuracy, pruned.dev_accuracy)
     staging = settings.store_dir / ".staging"
     assert not staging.exists() or not any(staging.iterdir())
 
@@ -82,7 +109,7 @@ def test_tiny_model_job_end_to_end(stack_settings: Settings, cpu_worker: Worker,
         job = run_job(client, cpu_worker, {"preset": "tiny", "recipe": recipe, "benchmark": bench}, timeout=150)
         assert set(job["variants"]) == EXPECTED
         assert [s["name"] for s in job["stages"] if s["state"] == "done"][:2] == ["load", "finetune"]
-        check_store(stack_settings, "tiny-it")
+        check_store(stack_settings, "tiny-it", job)
         predict_all(client, "tiny-it")
         assert job["id"] in [j["id"] for j in client.get("/jobs").json()]
         # The job ends with a benchmark of its variants: a chord on the real worker.
@@ -109,5 +136,5 @@ def test_minilm_job_end_to_end(stack_settings: Settings, cpu_worker: Worker) -> 
         job = run_job(client, cpu_worker, {"preset": "quick", "recipe": recipe, "benchmark": None}, timeout=400)
         sensitivity = job["results"]["sensitivity"]
         assert len(sensitivity) == 6
-        check_store(stack_settings, "minilm-it")
+        check_store(stack_settings, "minilm-it", job)
         predict_all(client, "minilm-it")

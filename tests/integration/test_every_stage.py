@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 from transformers import AutoTokenizer, BertModel
 
 from app.main import create_app
-from slimbert.compression.precision import cpu_supports_bf16
 from slimbert.compression.recipe import Recipe
 from slimbert.config import Settings
+from slimbert.hardware import cpu_supports_bf16
 from slimbert.models import _packaged_dir
 from slimbert.store.store import VariantStore
 from tests.conftest import MINILM

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.services.queue import QueueClient
-from slimbert.compression.precision import cpu_supports_bf16
 from slimbert.config import Settings
+from slimbert.hardware import cpu_supports_bf16
 from tests.integration.conftest import Worker, wait_for
 
 pytestmark = pytest.mark.integration

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 from pydantic import ValidationError
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from slimbert.autotune import AutotuneSpec, execute_autotune_job, paired_gate
 from slimbert.config import Settings
+from slimbert.data import read_tsv
+from slimbert.inference.loader import load_variant
 from slimbert.jobs import JobRecord, JobStore
+from slimbert.orchestrate.autotune import Search, execute_autotune_job
+from slimbert.orchestrate.autotune_spec import AutotuneSpec, paired_gate
 from slimbert.store.manifest import Technique, VariantManifest
 from slimbert.store.store import VariantStore
 
@@ -65,6 +72,76 @@ def tuned_settings(tmp_path: Path, tiny_model_dir: Path) -> Settings:
     return settings
 
 
+@pytest.fixture
+def judged_settings(tuned_settings: Settings) -> Settings:
+    """``tuned_settings`` with the dev labels rewritten to the baseline's own predictions, so the baseline
+    scores 1.0 and a candidate that disagrees with it is plainly worse."""
+    store = VariantStore(tuned_settings.store_dir)
+    manifest = store.manifest("tiny-tune", "baseline-fp32")
+    baseline = load_variant(manifest, store.variant_dir("tiny-tune", "baseline-fp32"))
+    assert tuned_settings.sst2_dir is not None
+    dev = tuned_settings.sst2_dir / "dev.tsv"
+    texts = read_tsv(dev).texts
+    labels = [p.label_id for p in baseline.predict(texts).predictions]
+    dev.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels, strict=True)))
+    return tuned_settings
+
+
+def _wrecked_candidate(settings: Settings, out: Path) -> tuple[Path, int]:
+    """The baseline cut by a layer (so smaller: it would win on size) with its classifier destroyed: zero
+    weights and a bias for the class the baseline predicts least, so it mostly contradicts the baseline."""
+    base_dir = VariantStore(settings.store_dir).variant_dir("tiny-tune", "baseline-fp32")
+    model = AutoModelForSequenceClassification.from_pretrained(base_dir)
+    model.bert.encoder.layer = model.bert.encoder.layer[:-1]
+    model.config.num_hidden_layers -= 1
+    assert settings.sst2_dir is not None
+    labels = read_tsv(settings.sst2_dir / "dev.tsv").labels
+    minority = int(sum(labels) * 2 < len(labels))
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([-10.0, 10.0] if minority == 1 else [10.0, -10.0]))
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(base_dir).save_pretrained(out)
+    return out, model.num_parameters()
+
+
+class _SearchWithWreckedCandidate(Search):
+    """The real search (gate, verdicts, choice of the best) over the baseline and one wrecked structure."""
+
+    wrecked: tuple[Path, int]
+
+    def structures(self) -> Iterator[tuple[str, Path, int, dict[str, Any]]]:
+        yield from super().structures()  # max_drop=0: the uncut baseline only
+        path, params = self.wrecked
+        yield "wrecked", path, params, {"dropped_layers": [2]}
+
+
+def test_a_clearly_worse_candidate_is_rejected_and_never_best(judged_settings: Settings, tmp_path: Path) -> None:
+    # Cost by size, so nothing is timed: a gate that let the wrecked candidate through would make it the best.
+    spec = AutotuneSpec(family="tiny-tune", max_drop=0, precisions=["fp32"], target="size", screen_examples=32,
+                        budget_minutes=3, runs=3)
+    search = _SearchWithWreckedCandidate(judged_settings, spec, lambda stage, pct, best: None, lambda: False)
+    try:
+        search.wrecked = _wrecked_candidate(judged_settings, tmp_path / "wrecked")
+        assert search.base_dev == search.dev.labels  # the baseline is right on every dev sentence
+        outcome = search.run()
+    finally:
+        search.cleanup()
+    trail = {e["candidate"]: e for e in outcome["trail"]}
+    assert list(trail) == ["drop0-fp32", "wrecked-fp32"]
+    base, wrecked = trail["drop0-fp32"], trail["wrecked-fp32"]
+    assert base["verdict"] == "passes the gate" and base["dev"]["accuracy"] == 1.0
+    screen = wrecked["screen"]
+    assert screen["baseline_accuracy"] == 1.0 and screen["threshold"] == 0.99 and screen["accuracy"] <= 0.5
+    assert screen["difference_upper95"] < 0 and screen["passes"] is False  # significantly below the baseline
+    # Rejected on the held-out subset: never measured on the full split, never costed.
+    assert wrecked["verdict"] == "rejected on the held-out subset"
+    assert "dev" not in wrecked and "cost_vs_baseline" not in wrecked
+    assert outcome["best"]["candidate"] == "drop0-fp32"
+    wrecked_mb = sum(p.stat().st_size for p in (tmp_path / "wrecked").rglob("*") if p.is_file()) / 1e6
+    assert wrecked_mb < base["size_mb"]  # so only the gate kept it from winning
+
+
 def test_autotune_searches_publishes_winner_and_trail(tuned_settings: Settings) -> None:
     spec = AutotuneSpec(family="tiny-tune", max_drop=1, distill=[True], precisions=["fp32", "int8"],
                         budget_minutes=3, screen_examples=32, train_examples=32, runs=3,
@@ -86,17 +163,17 @@ def test_autotune_searches_publishes_winner_and_trail(tuned_settings: Settings) 
     assert any(r.get("kind") == "autotune" for r in store.reports("tiny-tune"))
     assert not any((tuned_settings.store_dir / ".staging").iterdir())  # candidates cleaned up
     from slimbert.report.render import to_markdown
-    from slimbert.report.showdown import autotune_summary, build_showdown
+    from slimbert.report.showdown import autotune_summary, build_showdown, latest_benchmark_run
 
-    report = build_showdown("tiny-tune", store.manifests("tiny-tune"), store.latest_report("tiny-tune"))
-    report["autotune"] = autotune_summary(store.latest_report("tiny-tune", kind="autotune"))
-    assert report["run"] is None  # an autotune run is not a benchmark run
+    report = build_showdown("tiny-tune", store.manifests("tiny-tune"), latest_benchmark_run(store, "tiny-tune"))
+    report.autotune = autotune_summary(store.latest_report("tiny-tune", kind="autotune"))
+    assert report.run is None  # an autotune run is not a benchmark run
     text = to_markdown(report)
     assert f"-> variant {result['variant']}" in text and "| drop1-kd-int8 |" in text
 
 
 def test_min_drop_skips_shallow_cuts(tuned_settings: Settings) -> None:
-    from slimbert.autotune import Search
+    from slimbert.orchestrate.autotune import Search
 
     spec = AutotuneSpec(family="tiny-tune", min_drop=2, max_drop=2, distill=[False], precisions=["fp32"],
                         budget_minutes=3, screen_examples=32, train_examples=32, runs=3,
@@ -114,7 +191,7 @@ def test_min_drop_skips_shallow_cuts(tuned_settings: Settings) -> None:
 
 
 def test_training_stops_when_the_budget_is_spent(tuned_settings: Settings) -> None:
-    from slimbert.autotune import Search, _OutOfBudget
+    from slimbert.orchestrate.autotune import Search, _OutOfBudget
 
     spec = AutotuneSpec(family="tiny-tune", max_drop=1, distill=[False], precisions=["fp32"], budget_minutes=5,
                         screen_examples=32, train_examples=32, runs=3)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from slimbert.benchmark import environment
-from slimbert.benchmark.environment import CPU_FLAGS_OF_INTEREST, describe_environment, library_version
+from slimbert import hardware as environment
+from slimbert.hardware import CPU_FLAGS_OF_INTEREST, describe_environment, library_version
 
 
 def test_describes_this_machine() -> None:

@@ -8,6 +8,9 @@ import torch
 from torch import nn
 
 from slimbert.benchmark.flops import COMPUTED_LABEL, MEASURED_LABEL, computed_gflops, measured_gflops
+from slimbert.benchmark.runner import BenchmarkSpec, run_device_benchmark
+from slimbert.config import Settings
+from tests.conftest import BENCH_FAMILY
 from tests.unit.conftest import make_tiny_bert
 
 SEQ_LEN = 16
@@ -24,8 +27,17 @@ def _assert_close(computed: float, measured: float) -> None:
     assert computed == pytest.approx(measured, rel=0.05)
 
 
-def test_labels() -> None:
-    assert (MEASURED_LABEL, COMPUTED_LABEL) == ("measured", "computed")
+def test_labels(bench_settings: Settings) -> None:
+    # The labels are the ones a benchmark run reports: a torch variant is counted on its real forward, an
+    # ONNX Runtime one (which FlopCounterMode cannot see) is computed from its config.
+    assert MEASURED_LABEL != COMPUTED_LABEL
+    spec = BenchmarkSpec(family=BENCH_FAMILY, batch_sizes=[1], runs=1, warmup=0, accuracy=False, peak_memory=False)
+    variants = run_device_benchmark(bench_settings, spec, "cpu")["variants"]
+    torch_row = variants["baseline-fp32"]["gflops_per_sequence"]
+    onnx_row = variants["pruned-int8"]["gflops_per_sequence"]
+    assert torch_row["method"] == MEASURED_LABEL
+    assert onnx_row["method"].startswith(COMPUTED_LABEL) and MEASURED_LABEL not in onnx_row["method"]
+    assert torch_row["value"] > 0 and onnx_row["value"] > 0
 
 
 def test_computed_matches_measured_on_tiny_bert() -> None:

@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, BertForSequenceClassification, PreTrainedModel
 
+from slimbert.compression.gradual import GradualPruner
 from slimbert.compression.heads import (
-    GradualPruner,
     alive_heads,
     count_encoder_parameters,
     ffn_importance,
@@ -20,8 +20,9 @@ from slimbert.compression.heads import (
     select_ffn_to_keep,
     select_heads_to_prune,
 )
-from slimbert.compression.layers import drop_layers, encoder_layers, ffn_linears, from_pretrained_pruned
+from slimbert.compression.layers import drop_layers
 from slimbert.compression.schedules import cubic_sparsity
+from slimbert.runtime.shapes import encoder_layers, ffn_linears, from_pretrained_pruned
 from tests.unit.conftest import make_tiny_bert
 
 Batch = dict[str, torch.Tensor]

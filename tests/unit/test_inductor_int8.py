@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
-from slimbert.compression.inductor_int8 import PROGRAM_FILE, CompiledProgram, quantize_inductor_int8
+from slimbert.compression.inductor_int8 import quantize_inductor_int8
 from slimbert.inference.loader import load_variant
 from slimbert.inference.predictor import Predictor
+from slimbert.runtime.inductor import PROGRAM_FILE, CompiledProgram
 from slimbert.store.manifest import Technique, VariantManifest
 from tests.unit.test_onnx_int8 import assert_close_to_spread, save_tiny_checkpoint, tiny_inputs, torch_logits
 from tests.unit.test_precision import STATIC_REL_TOL, calibration_texts
@@ -48,6 +50,9 @@ def test_program_holds_int8_weights_and_no_fp32_copies(quantized: Path, checkpoi
     assert stored < 0.8 * fp32_bytes
 
 
+COMPILED_AT_LOAD: dict[str, int] = {}
+
+
 @pytest.fixture(scope="module")
 def predictor(quantized: Path) -> Predictor:
     """Loaded (and so compiled, for batch 1 and for larger batches) once for the module."""
@@ -55,7 +60,9 @@ def predictor(quantized: Path) -> Predictor:
         family="tiny", variant="pruned-int8-inductor", runtime="torch-inductor", precision="int8",
         base_model_id="tiny", technique=Technique(name="int8-inductor"), labels={0: "negative", 1: "positive"},
         num_parameters=1000, num_layers=4)
-    return load_variant(manifest, quantized, "cpu")
+    loaded = load_variant(manifest, quantized, "cpu")
+    COMPILED_AT_LOAD.update(counters["stats"])  # what Dynamo had compiled when load_variant returned
+    return loaded
 
 
 def test_compiled_logits_close_to_fp32_at_any_batch_and_length(predictor: Predictor, checkpoint: Path) -> None:
@@ -72,10 +79,27 @@ def test_compiled_logits_close_to_fp32_at_any_batch_and_length(predictor: Predic
     assert_close_to_spread(one, ref_one, STATIC_REL_TOL)
 
 
-def test_load_variant_serves_it_warm(predictor: Predictor) -> None:
+def test_load_variant_serves_it_warm(predictor: Predictor, checkpoint: Path) -> None:
     assert predictor.runtime == "torch-inductor"
-    out = predictor.predict(["w1 w2 w3", "w4"])
-    assert [p.label for p in out.predictions] == [p.label for p in predictor.predict(["w1 w2 w3", "w4"]).predictions]
-    assert np.isfinite(out.logits).all() and out.logits.shape == (2, 2)
-    # Warmed at load: a later call compiles nothing, so it is quick even on a busy machine.
-    assert predictor.predict(["w5 w6"]).model_ms < 2000
+    # load_variant compiled before it returned (batch 1 and the general batch), so no request pays for it.
+    assert COMPILED_AT_LOAD.get("unique_graphs", 0) >= 1
+    compiled_before = dict(counters["stats"])
+    texts = ["w1 w2 w3", "w4", "w9 w17 w33 w65 w90 w100 w5 w6 w7", "w120 w3", "w40 w41 w42 w43 w44"]
+    out = predictor.predict(texts)
+    assert np.isfinite(out.logits).all() and out.logits.shape == (len(texts), 2)
+    # The served logits are the fp32 checkpoint's on the same tokens, to int8 precision.
+    enc = predictor.tokenizer(texts, padding=True, return_tensors="np")  # type: ignore[attr-defined]
+    expected = torch_logits(checkpoint, {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()})
+    assert_close_to_spread(out.logits, expected, STATIC_REL_TOL)
+    # Labels and scores are read off those logits, with the manifest's label names.
+    probs = torch.softmax(torch.from_numpy(out.logits).double(), dim=-1).numpy()
+    assert [p.label_id for p in out.predictions] == out.logits.argmax(axis=1).tolist()
+    assert [p.label for p in out.predictions] == [["negative", "positive"][i] for i in out.logits.argmax(axis=1)]
+    for p, row in zip(out.predictions, probs, strict=True):
+        assert p.scores == pytest.approx({"negative": row[0], "positive": row[1]})
+    # A text alone (batch 1, its own length) gets the answer it got in the padded batch.
+    spread = float(expected.max() - expected.min())
+    for text, row in zip(texts, out.logits, strict=True):
+        np.testing.assert_allclose(predictor.predict([text]).logits[0], row, rtol=0, atol=STATIC_REL_TOL * spread)
+    # Warmed: these calls met new batch sizes and lengths, and every one found a compiled graph.
+    assert dict(counters["stats"]) == compiled_before

@@ -9,7 +9,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, BertForSequenceClassification, PreTrainedModel
 
 from slimbert.compression.heads import count_encoder_parameters, prune_ffn, prune_heads
-from slimbert.compression.layers import drop_layers, encoder_layers, from_pretrained_pruned
+from slimbert.compression.layers import drop_layers
+from slimbert.runtime.shapes import encoder_layers, from_pretrained_pruned
 
 Batch = dict[str, torch.Tensor]
 

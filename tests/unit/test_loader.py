@@ -107,7 +107,7 @@ def test_torch_variants_keep_their_dtype_and_pruned_shapes(variants: dict[str, t
     reference = BertForSequenceClassification.from_pretrained(variants["torch-fp32"][1])
     prune_heads(reference, {0: [1], 2: [0, 3]})
     prune_ffn(reference, {0: torch.arange(0, 128, 2), 1: torch.arange(40)})
-    enc = pruned.tokenizer(TEXTS, padding=True, return_tensors="pt")  # type: ignore[attr-defined]
+    enc = pruned.tokenizer(TEXTS, padding=True, return_tensors="pt")
     with torch.no_grad():
         expected = reference.eval()(**enc).logits.numpy()
     np.testing.assert_allclose(pruned.predict(TEXTS).logits, expected, atol=1e-5)

@@ -13,8 +13,9 @@ import torch
 from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
 from slimbert.compression.heads import prune_ffn, prune_heads
-from slimbert.compression.layers import from_pretrained_pruned
-from slimbert.compression.nf4 import fit_cpu_packing, load_nf4, quantize_nf4
+from slimbert.compression.nf4 import quantize_nf4
+from slimbert.runtime.nf4 import fit_cpu_packing, load_nf4
+from slimbert.runtime.shapes import from_pretrained_pruned
 from tests.unit.test_onnx_int8 import assert_close_to_spread, save_tiny_checkpoint, tiny_inputs
 
 bnb = pytest.importorskip("bitsandbytes")

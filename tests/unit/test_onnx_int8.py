@@ -10,18 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 from transformers import BertTokenizerFast, PreTrainedModel
 
-from slimbert.compression.onnx_int8 import (
-    PrecisionResult,
-    detect_isa,
-    export_onnx,
-    ort_session,
-    quantize_dynamic_int8,
-    saturation_risk,
-)
+from slimbert.compression.onnx_int8 import PrecisionResult, export_onnx, quantize_dynamic_int8
+from slimbert.hardware import detect_isa
+from slimbert.runtime.ort import ort_session, saturation_risk
 from tests.unit.conftest import make_tiny_bert
 
 # Dynamic int8 on a 4-layer, hidden-32 model: observed max error is 0.7-2.2% of the spread (4x margin).
@@ -157,6 +153,18 @@ def test_detect_isa_is_a_known_preset() -> None:
 def test_ort_session_threads(fp32_onnx: Path) -> None:
     session = ort_session(fp32_onnx, intra_op_threads=1)
     assert session.get_providers() == ["CPUExecutionProvider"]
+    options = session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    # One chain of ops: inter-op parallelism off, ops run in sequence, every graph optimization on.
+    assert options.inter_op_num_threads == 1
+    assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle pool threads do not spin between runs (they would steal the cores from other models).
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    # The count asked for is the count the session runs with, not a fixed 1.
+    assert ort_session(fp32_onnx, intra_op_threads=2).get_session_options().intra_op_num_threads == 2
+    # None keeps ORT's default (0: one thread per physical core, chosen by ORT).
+    assert ort_session(fp32_onnx).get_session_options().intra_op_num_threads == 0
 
 
 def test_saturation_risk_flags_full_range_weights_without_vnni(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,19 +10,22 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast
 
+from slimbert.compression.distill import distillation_loss_fn
 from slimbert.compression.finetune import finetune
 from slimbert.compression.heads import alive_heads
-from slimbert.compression.layers import from_pretrained_pruned
-from slimbert.compression.pipeline import JobReporter, StageSkipped, run_compress
-from slimbert.compression.precision import cpu_supports_bf16
-from slimbert.compression.recipe import Distillation, HeadFfnPruning, Recipe, TrainConfig, build_recipe
+from slimbert.compression.precision_steps import PrecisionStep, cannot_run
+from slimbert.compression.presets import build_recipe
+from slimbert.compression.recipe import Distillation, HeadFfnPruning, Recipe, TrainConfig
 from slimbert.compression.schedules import cubic_sparsity
-from slimbert.compression.stages_precision import PrecisionStep, cannot_run
-from slimbert.compression.stages_structure import distillation_loss_fn, train_with_pruner
+from slimbert.compression.structure import train_with_pruner
 from slimbert.config import Settings
 from slimbert.data import read_tsv
-from slimbert.errors import JobCancelled
+from slimbert.errors import JobCancelled, StageSkipped
+from slimbert.hardware import cpu_supports_bf16
 from slimbert.jobs import JobRecord, JobStore
+from slimbert.orchestrate.compress import run_compress
+from slimbert.orchestrate.reporter import JobReporter
+from slimbert.runtime.shapes import from_pretrained_pruned
 from slimbert.store.store import VariantStore
 
 POSITIVE = ["great", "wonderful", "moving", "brilliant", "charming", "funny"]
@@ -243,17 +246,9 @@ def test_optional_stage_records_a_skip_and_the_job_goes_on(tmp_path: Path) -> No
     assert jobs.get("j1").stages[-1].state == "failed"
 
 
-def test_cannot_run_explains_why(tmp_path: Path, tiny_model_dir: Path) -> None:
-    from slimbert.compression.pipeline import Context
-    from slimbert.data import TextDataset
-
-    store = VariantStore(tmp_path / "store")
-    target = store.variant_dir("fam", "baseline-fp32")
-    target.parent.mkdir(parents=True)
-    target.symlink_to(tiny_model_dir)  # hidden 32
-    empty = TextDataset([], [], "none")
-    ctx = Context(Settings(_env_file=None), store, "j", build_recipe("tiny"), "fam", "", None,  # type: ignore[arg-type,call-arg]
-                  empty, empty, device="cpu")
-    fp16 = cannot_run(ctx, PrecisionStep("fp16-bf16", "baseline-fp32", "baseline-fp16"))
+def test_cannot_run_explains_why(tiny_model_dir: Path) -> None:
+    recipe = build_recipe("tiny")
+    fp16 = cannot_run(recipe, PrecisionStep("fp16-bf16", "baseline-fp32", "baseline-fp16"), tiny_model_dir, "cpu")
     assert fp16 is not None and "GPU" in fp16
-    assert cannot_run(ctx, PrecisionStep("int8-dynamic", "baseline-fp32", "baseline-int8")) is None
+    assert cannot_run(recipe, PrecisionStep("int8-dynamic", "baseline-fp32", "baseline-int8"), tiny_model_dir,
+                      "cpu") is None

@@ -13,11 +13,9 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from slimbert.compression.onnx_int8 import detect_isa
 from slimbert.compression.precision import (
     FakeQuantLinear,
     activation_matmuls,
-    cpu_supports_bf16,
     ffn_output_matmuls,
     fold_fake_quant,
     prepare_qat,
@@ -25,6 +23,7 @@ from slimbert.compression.precision import (
     quantize_static_int8,
     to_half,
 )
+from slimbert.hardware import cpu_supports_bf16, detect_isa
 from tests.unit.conftest import make_tiny_bert
 from tests.unit.test_onnx_int8 import (
     assert_close_to_spread,

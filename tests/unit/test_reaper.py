@@ -11,10 +11,10 @@ import pytest
 from pydantic import ValidationError
 
 from app.services.reaper import reap_once
-from slimbert import jobrunner
 from slimbert.config import Settings
 from slimbert.jobs import JobRecord, JobStore, utcnow
-from slimbert.reaper import Sightings, apply, celery_time_limits, plan, task_time_limits
+from slimbert.jobs.reaper import Sightings, apply, celery_time_limits, plan, task_time_limits
+from slimbert.orchestrate import compress as jobrunner
 from slimbert.tasks import TASK_AUTOTUNE, TASK_COMPRESS
 
 T0 = datetime(2025, 1, 1, 12, 0, 0).astimezone()

@@ -7,8 +7,10 @@ from typing import Any, get_args
 import pytest
 from pydantic import ValidationError
 
-from slimbert.compression.recipe import PRESETS, PresetName, Recipe, build_recipe
-from slimbert.compression.stages_precision import planned_precision
+from slimbert.compression.precision_steps import planned_precision
+from slimbert.compression.presets import PRESETS, build_recipe
+from slimbert.compression.recipe import Recipe
+from slimbert.records import PresetName
 
 
 def errors(overrides: dict[str, Any], preset: str = "quick") -> str:
@@ -142,3 +144,21 @@ def test_legacy_top_level_int8_dynamic_still_validates() -> None:
     assert recipe.precision is not None and recipe.precision.int8_dynamic is not None
     assert recipe.precision.int8_dynamic.per_channel is True
     assert Recipe.model_validate({**old, "int8_dynamic": None}).precision is None
+
+
+# The overrides docs/RESULTS.md's study section once ran with on top of "study"; "study-1epoch" must be exactly
+# that, so `./run.sh up --preset study-1epoch` reproduces the run the section reports.
+STUDY_SECTION_OVERRIDES: dict[str, Any] = {
+    "family": "minilm-study", "train_examples": None, "finetune": {"epochs": 1, "learning_rate": 1e-4},
+    "layer_pruning": {"refinetune": {"epochs": 1, "learning_rate": 1e-4, "max_examples": 24000}},
+    "head_ffn_pruning": {"train": {"epochs": 1, "max_examples": 12000},
+                         "recovery": {"epochs": 1, "max_examples": 12000}},
+    "precision": {"int8_qat": {"steps": 100}},
+}
+
+
+def test_study_1epoch_is_study_with_the_results_overrides() -> None:
+    assert build_recipe("study-1epoch") == build_recipe("study", STUDY_SECTION_OVERRIDES)
+    assert build_recipe("study-1epoch").model_dump() == build_recipe("study", STUDY_SECTION_OVERRIDES).model_dump()
+    # and it is not the full study: one epoch per stage, capped stage data
+    assert build_recipe("study-1epoch") != build_recipe("study")

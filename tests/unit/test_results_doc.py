@@ -1,6 +1,12 @@
 from __future__ import annotations
 
+import json
+import re
+import shlex
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from slimbert.report.results import variants_table, write_section
 from slimbert.store.manifest import Technique, VariantManifest
@@ -23,3 +29,116 @@ def test_variant_rows_carry_wilson_intervals() -> None:
     row = variants_table([m]).splitlines()[2]
     # 749/872 correct: Wilson 95% interval [0.8343, 0.8805] (by hand: centre 0.8574, half-width 0.0231)
     assert "0.8589 [0.834, 0.880]" in row and "| 872 |" in row
+
+
+# --- The docs' figures and the commands beside them -------------------------------------------------------------
+# Every measured figure in docs/ stands beside the command that produces it as written. These tests check what
+# can be checked without running anything: the commands exist, their flags exist, the JSON bodies they send
+# validate, and each RESULTS.md section's recipe is the one its command resolves to.
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+# The arguments run to the end of the code span or line, comments included: a comment that names defaults
+# (`# --runs 30`) names flags too.
+SCRIPT_CALL = re.compile(r"(?:\.venv/bin/)?python (?P<path>(?:benchmarks|scripts)/\w+\.py)(?P<args>[^`\n|]*)")
+RUN_UP = re.compile(r"\./run\.sh up(?P<args>[^`\n]*)")
+SECTION = re.compile(r"<!-- begin:(?P<label>[\w.-]+) -->\n(?P<body>.*?)<!-- end:(?P=label) -->", re.S)
+
+
+def _flags(args: str) -> list[str]:
+    return re.findall(r"(?<![\w-])--[a-z][\w-]*", args)
+
+
+def _argparse_flags(script: Path) -> set[str]:
+    return set(re.findall(r"add_argument\(\s*\"(--[\w-]+)\"", script.read_text()))
+
+
+def _doc_texts() -> list[tuple[str, str]]:
+    return [(doc.name, doc.read_text()) for doc in DOCS]
+
+
+@pytest.mark.parametrize(("name", "text"), _doc_texts(), ids=[d.name for d in DOCS])
+def test_every_documented_script_exists_with_its_flags(name: str, text: str) -> None:
+    calls = list(SCRIPT_CALL.finditer(text))
+    for call in calls:
+        script = ROOT / call["path"]
+        assert script.is_file(), f"{name}: {call['path']} does not exist"
+        missing = set(_flags(call["args"])) - _argparse_flags(script)
+        assert not missing, f"{name}: `{call.group(0).strip()}` uses flags {sorted(missing)} that {call['path']} lacks"
+    up_flags = _argparse_flags(ROOT / "scripts" / "up.py")
+    for call in RUN_UP.finditer(text):
+        missing = set(_flags(call["args"])) - up_flags
+        assert not missing, f"{name}: `./run.sh up{call['args']}` uses flags {sorted(missing)} that scripts/up.py lacks"
+
+
+def _json_after(text: str, marker: str) -> list[dict[str, Any]]:
+    bodies = []
+    for hit in re.finditer(re.escape(marker), text):
+        start = text.find("{", hit.end())
+        if 0 <= start - hit.end() <= 12:  # a request with its body, not a mention of the route
+            bodies.append(json.JSONDecoder().raw_decode(text[start:])[0])
+    return bodies
+
+
+def test_documented_job_bodies_validate() -> None:
+    from slimbert.benchmark.runner import BenchmarkSpec
+    from slimbert.orchestrate.autotune_spec import AutotuneSpec
+
+    for doc in ("RESULTS.md", "PERFORMANCE.md"):
+        text = (ROOT / "docs" / doc).read_text()
+        for body in _json_after(text, "POST /jobs/autotune"):
+            AutotuneSpec.model_validate(body)
+        for body in _json_after(text, "POST /jobs/benchmark"):
+            BenchmarkSpec.model_validate(body)
+
+
+def _up_command_for(text: str, section: re.Match[str]) -> str:
+    """The `./run.sh up` call that made the section's variants: its Command line, or the first one after it."""
+    command = re.search(r"^Command: `(?P<c>[^`]+)`", section["body"], re.M)
+    assert command, f"section {section['label']} has no Command line"
+    if command["c"].startswith("./run.sh up"):
+        return command["c"]
+    after = text[section.end():]
+    nxt = after.find("<!-- begin:")
+    found = RUN_UP.search(after[: nxt if nxt >= 0 else None])
+    assert found, f"section {section['label']}: no `./run.sh up` command after it says how its variants were made"
+    return found.group(0)
+
+
+def test_each_results_section_is_its_commands_recipe() -> None:
+    from slimbert.compression.presets import PRESETS, build_recipe
+
+    text = (ROOT / "docs" / "RESULTS.md").read_text()
+    sections = list(SECTION.finditer(text))
+    assert {s["label"] for s in sections} >= {"quick", "study-1epoch"}
+    for section in sections:
+        label = section["label"]
+        assert label in PRESETS, f"section {label} is named after no preset"
+        assert section["body"].startswith(f"## Preset `{label}`: family `")
+        command = re.search(r"^Command: `(?P<c>[^`]+)`", section["body"], re.M)
+        assert command
+        argv = shlex.split(command["c"])
+        if argv[0] == "./run.sh":  # written by up --write-results: the section's label is the preset
+            assert argv[argv.index("--preset") + 1] == label
+        else:  # written by the results script: its --label is the section's
+            assert argv[1] == "benchmarks/write_results_section.py" and argv[argv.index("--label") + 1] == label
+        up = shlex.split(_up_command_for(text, section))
+        preset = up[up.index("--preset") + 1] if "--preset" in up else "quick"
+        assert preset == label, f"section {label} was made by preset {preset}"
+        overrides = json.loads(up[up.index("--recipe") + 1]) if "--recipe" in up else {}
+        recorded = json.loads(re.search(r"```json\n(.*?)```", section["body"], re.S)[1])  # type: ignore[index]
+        resolved = build_recipe(preset, overrides).model_dump(mode="json")
+        _same_recipe(recorded, resolved, label)
+
+
+def _same_recipe(recorded: Any, resolved: Any, where: str) -> None:
+    """Equal, except that a field added since the run may be absent from the record when it resolves to null."""
+    if isinstance(recorded, dict) and isinstance(resolved, dict):
+        for key in resolved.keys() - recorded.keys():
+            assert resolved[key] is None, f"{where}.{key}: resolves to {resolved[key]!r}, absent from the record"
+        assert not recorded.keys() - resolved.keys(), f"{where}: fields no longer in the recipe: " \
+                                                       f"{sorted(recorded.keys() - resolved.keys())}"
+        for key in recorded:
+            _same_recipe(recorded[key], resolved[key], f"{where}.{key}")
+    else:
+        assert recorded == resolved, f"{where}: the record says {recorded!r}, the command resolves to {resolved!r}"

@@ -8,13 +8,13 @@ import torch
 import torch.nn.functional as F
 from transformers import BertForSequenceClassification, PreTrainedModel
 
-from slimbert.compression.layers import encoder_layers
 from slimbert.compression.sensitivity import (
     LayerScore,
     choose_layers_to_drop,
     layer_sensitivity,
     rank_layers,
 )
+from slimbert.runtime.shapes import encoder_layers
 
 Batch = dict[str, torch.Tensor]
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from slimbert.benchmark.runner import BenchmarkSpec, not_runnable_reason, run_device_benchmark
 from slimbert.config import Settings
+from slimbert.inference.bucketing import accuracy_of, predict_label_ids
+from slimbert.inference.loader import load_variant
+from slimbert.inference.predictor import model_call
+from slimbert.records import BenchmarkRun, DeviceNA, DeviceRun, RunSpec
+from slimbert.report.showdown import build_showdown
 from slimbert.store.store import VariantStore
 from tests.conftest import BENCH_FAMILY as FAMILY
 
@@ -101,3 +107,37 @@ def test_benchmark_job_report_in_every_format(benchmarked: tuple[Settings, str])
             assert png.content[:8] == b"\x89PNG\r\n\x1a\n"
         missing = client.get("/reports/showdown/charts/sensitivity.svg", params={"family": FAMILY})
         assert missing.status_code == 404 and "sensitivity" in missing.json()["hint"]
+
+
+def test_every_runtime_encodes_and_forwards_as_it_predicts(bench_settings: Settings) -> None:
+    store = VariantStore(bench_settings.store_dir)
+    texts = ["a gorgeous , witty movie .", "dull", "fine"]
+    for variant in ("baseline-fp32", "pruned-int8"):
+        predictor = load_variant(store.manifest(FAMILY, variant), store.variant_dir(FAMILY, variant))
+        assert predictor.encode(texts, 16)["input_ids"].shape == (3, 16)
+        out = predictor.predict(texts)
+        logits = np.asarray(model_call(predictor, predictor.encode(texts))())
+        np.testing.assert_allclose(logits, out.logits, rtol=1e-5, atol=1e-5)
+        assert predictor.config.num_hidden_layers == 3
+        assert (predictor.eager_model is not None) == (predictor.runtime == "torch")
+        labels = predict_label_ids(predictor, texts * 3, batch_size=4)
+        assert labels == [p.label_id for p in out.predictions] * 3
+        assert accuracy_of(predictor, texts, labels[:3]) == 1.0
+
+
+def test_stored_run_reads_back_to_the_same_json(benchmarked: tuple[Settings, str]) -> None:
+    bench_settings, _ = benchmarked
+    store = VariantStore(bench_settings.store_dir)
+    raw = store.latest_report(FAMILY)
+    run = BenchmarkRun.model_validate(raw)
+    assert run.model_dump(mode="json") == raw
+    assert isinstance(run.devices["cpu"], DeviceRun) and isinstance(run.devices["gpu"], DeviceNA)
+    assert list(RunSpec.model_fields) == list(BenchmarkSpec.model_fields)  # the stored spec keeps up
+    # A hand-written run without most fields (as older code or a test may leave) still makes a report.
+    bare = BenchmarkRun.model_validate({"run_id": "r", "created_at": "2030-01-01T00:00:00",
+                                        "spec": {"batch_sizes": [1]},
+                                        "devices": {"cpu": {"variants": {"baseline-fp32": {"accuracy": 0.9}}}}})
+    report = build_showdown(FAMILY, store.manifests(FAMILY), bare).model_dump(mode="json")
+    rows = {r["variant"]: r for r in report["rows"]}
+    assert rows["baseline-fp32"]["cpu"]["accuracy"] == 0.9 and rows["baseline-fp32"]["cpu"]["latency_ms"] is None
+    assert rows["pruned-int8"]["cpu"] == {"na": "not in run r", "speedup": None}

@@ -7,9 +7,9 @@ from fastapi import APIRouter, Header, Request
 from app.api.deps import JobsDep, QueueDep, SettingsDep, StoreDep, require
 from app.schemas import CompressRequest, JobAccepted
 from app.services.jobs import cancel_job, submit_autotune, submit_benchmark, submit_compress
-from slimbert.autotune import AutotuneSpec
 from slimbert.benchmark.runner import BenchmarkSpec
 from slimbert.jobs import JobRecord
+from slimbert.orchestrate.autotune_spec import AutotuneSpec
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 

@@ -24,7 +24,7 @@ def get_showdown(
 ) -> dict[str, Any] | Response:
     report = showdown(store, family, batch_size, gate)
     if format == "json":
-        return report
+        return report.model_dump(mode="json")
     text = render(report, store, format)
     return HTMLResponse(text) if format == "html" else PlainTextResponse(text, media_type=_MEDIA[format])
 

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from slimbert.config import Settings
-from slimbert.jobs import JobRecord, JobStore, utcnow
+from slimbert.jobs.store import JobRecord, JobStore, utcnow
 from slimbert.tasks import QUEUE_CPU, TASK_AUTOTUNE, TASK_COMPRESS, TASK_COMPRESS_PRECISION
 
 log = logging.getLogger(__name__)

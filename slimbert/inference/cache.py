@@ -1,5 +1,5 @@
-"""An LRU of loaded predictors, bounded by count and by memory. A variant loads once, even under
-concurrent first requests.
+"""The one LRU of loaded predictors (the API's and the GPU worker's), bounded by count and by memory.
+A variant loads once, even under concurrent first requests.
 
 Memory is *estimated* by the variant's size on disk (``manifest.size_bytes``): it is known before
 loading, deterministic, and close to the resident weights for fp32/fp16 torch and ONNX INT8 (the
@@ -13,15 +13,17 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import psutil
 
 from slimbert.inference.predictor import Predictor
 
-Key = tuple[str, str]
+# (family, variant) in the API; the worker adds the store and the manifest time, so a republished
+# variant is a new key and loads afresh.
+Key = TypeVar("Key", bound=Hashable)
 
 
 @dataclass
@@ -37,7 +39,7 @@ def _rss() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-class PredictorCache:
+class PredictorCache(Generic[Key]):
     def __init__(
         self,
         capacity: int,
@@ -87,10 +89,6 @@ class PredictorCache:
         ):
             old, _ = self._items.popitem(last=False)
             self.evictions.append(old)
-
-    def evict(self, key: Key) -> None:
-        with self._lock:
-            self._items.pop(key, None)
 
     def keys(self) -> list[Key]:
         """Loaded variants, least recently used first."""

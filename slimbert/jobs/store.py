@@ -13,14 +13,12 @@ import tempfile
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from slimbert.errors import JobCancelled, JobNotFound
-
-JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+from slimbert.records import JobKind, JobState, StageState
 
 
 def utcnow() -> datetime:
@@ -29,7 +27,7 @@ def utcnow() -> datetime:
 
 class StageRecord(BaseModel):
     name: str
-    state: Literal["running", "done", "skipped", "failed"] = "running"
+    state: StageState = "running"
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
     queue: str | None = None
@@ -39,7 +37,7 @@ class StageRecord(BaseModel):
 
 class JobRecord(BaseModel):
     id: str
-    kind: Literal["compress", "benchmark", "autotune"] = "compress"
+    kind: JobKind = "compress"
     state: JobState = "queued"
     stage: str | None = None
     progress: float = Field(default=0.0, ge=0.0, le=100.0)
@@ -57,6 +55,8 @@ class JobRecord(BaseModel):
     error: str | None = None
     hint: str | None = None
     attempts: int = 0
+    # Starts of each task of a job that fans out (a benchmark's device tasks), keyed by task.
+    task_attempts: dict[str, int] = Field(default_factory=dict)
     idempotency_key: str | None = None
     # A compression job split between queues: "train" (gpu), "awaiting-cpu", then "precision" (cpu).
     phase: str | None = None

@@ -1,35 +1,31 @@
-"""Precision stages: each fp32 target gets the recipe's precision variants, named ``{structure}-{precision}``.
+"""Precision transforms: each fp32 target gets the recipe's precision variants, named ``{structure}-{precision}``.
 
 baseline-fp32 -> baseline-int8, pruned-fp32 -> pruned-int8 / pruned-int8-static / pruned-int8-qat /
-pruned-int8-mixed / pruned-int4 / pruned-bf16, heads-fp32 -> heads-int8, ... Every variant is read from
-the published fp32 variant on disk (so it is built from exactly what is served) and its accuracy is
-measured on its own runtime. A step that cannot run here is skipped with the reason, never dropped silently.
+pruned-int8-mixed / pruned-int4 / pruned-bf16, heads-fp32 -> heads-int8, ... Every variant is built from
+the published fp32 variant's directory (so from exactly what is served) into a staging directory; the
+orchestrator measures and publishes it. A step that cannot run here says why, never drops silently.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import torch
+from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
+from slimbert.compression.inductor_int8 import quantize_inductor_int8
+from slimbert.compression.mixed_int8 import quantize_mixed_int8
+from slimbert.compression.nf4 import quantize_nf4
+from slimbert.compression.onnx_int8 import PrecisionResult, quantize_dynamic_int8
+from slimbert.compression.precision import qat_int8, quantize_static_int8, to_half
 from slimbert.compression.recipe import Recipe
-from slimbert.data import iter_batches
-from slimbert.store.manifest import Technique
-
-if TYPE_CHECKING:
-    from slimbert.compression.finetune import Progress
-    from slimbert.compression.onnx_int8 import PrecisionResult
-    from slimbert.compression.pipeline import Context
-
-log = logging.getLogger(__name__)
-
-Method = Literal[
-    "int8-dynamic", "int8-static", "int8-inductor", "int8-qat", "int8-mixed", "int4-nf4", "fp16-bf16"
-]
+from slimbert.data import TextDataset, iter_batches
+from slimbert.hardware import cpu_supports_bf16, inductor_int8_unavailable
+from slimbert.records import FP32_SUFFIX, Method
+from slimbert.runtime.shapes import from_pretrained_pruned
 
 
 @dataclass(frozen=True)
@@ -57,7 +53,7 @@ def planned_precision(recipe: Recipe, device: str = "cpu") -> list[PrecisionStep
         return []
     steps: list[PrecisionStep] = []
     for source in recipe.precision_targets():
-        structure = source.removesuffix("-fp32")
+        structure = source.removesuffix(FP32_SUFFIX)
         if p.int8_dynamic:
             steps.append(PrecisionStep("int8-dynamic", source, f"{structure}-int8"))
         if p.int8_static:
@@ -84,38 +80,32 @@ def has_pruned_heads(path: Path) -> bool:
     return any(heads for heads in (_config(path).get("pruned_heads") or {}).values())
 
 
-def cannot_run(ctx: Context, step: PrecisionStep) -> str | None:
-    """Why ``step`` cannot run in this job, or None when it can."""
-    from slimbert.compression.precision import cpu_supports_bf16
-
-    src = ctx.variant_dir(step.source)
+def cannot_run(recipe: Recipe, step: PrecisionStep, src: Path, device: str) -> str | None:
+    """Why ``step`` (reading the fp32 variant at ``src``) cannot run on ``device``, or None when it can."""
     if step.method == "fp16-bf16":
         dtype = step.variant.rsplit("-", 1)[-1]
-        if dtype == "fp16" and ctx.device != "gpu":
-            return (f"fp16 needs a CUDA GPU worker and this job runs on {ctx.device} (CPU fp16 matmuls are slower "
+        if dtype == "fp16" and device != "gpu":
+            return (f"fp16 needs a CUDA GPU worker and this job runs on {device} (CPU fp16 matmuls are slower "
                     "than fp32); use dtype 'auto' or 'bf16', or submit with device 'gpu'")
-        if dtype == "bf16" and ctx.device != "gpu" and not cpu_supports_bf16():
+        if dtype == "bf16" and device != "gpu" and not cpu_supports_bf16():
             return ("no CUDA GPU and this CPU has no native bf16 (avx512_bf16 / amx_bf16): bf16 would be slower "
                     "than fp32 here")
     if step.method == "int8-inductor":
-        from slimbert.compression.inductor_int8 import unavailable_reason
-
-        return unavailable_reason()
+        return inductor_int8_unavailable()
     if step.method == "int8-mixed":
-        assert ctx.recipe.precision is not None and ctx.recipe.precision.int8_mixed is not None
-        keep, layers = ctx.recipe.precision.int8_mixed.keep_fp32_layers, int(_config(src)["num_hidden_layers"])
+        assert recipe.precision is not None and recipe.precision.int8_mixed is not None
+        keep, layers = recipe.precision.int8_mixed.keep_fp32_layers, int(_config(src)["num_hidden_layers"])
         if keep >= layers:
             return (f"keep_fp32_layers is {keep} but {step.source} has {layers} encoder layers: nothing would be "
                     f"quantized; use at most {layers - 1}")
     return None
 
 
-def _build(ctx: Context, step: PrecisionStep, src: Path, staged: Path) -> tuple[PrecisionResult, dict[str, Any]]:
-    from slimbert.compression.nf4 import quantize_nf4
-    from slimbert.compression.onnx_int8 import quantize_dynamic_int8
-    from slimbert.compression.precision import qat_int8, quantize_static_int8, to_half
-
-    p = ctx.recipe.precision
+def build_precision(recipe: Recipe, step: PrecisionStep, src: Path, staged: Path, tokenizer: PreTrainedTokenizerBase,
+                    train: TextDataset) -> tuple[PrecisionResult, dict[str, Any]]:
+    """Write ``step``'s variant of the fp32 checkpoint at ``src`` into ``staged``; returns what was made and
+    notes for the job record. Calibration and QAT read ``train`` only."""
+    p = recipe.precision
     assert p is not None
     notes: dict[str, Any] = {}
     if step.method == "int8-dynamic":
@@ -129,38 +119,29 @@ def _build(ctx: Context, step: PrecisionStep, src: Path, staged: Path) -> tuple[
                                      isa=p.int8_dynamic.isa, optimize=optimize)
     elif step.method == "int8-static":
         assert p.int8_static is not None
-        texts = ctx.train.subset(p.int8_static.calibration_samples, ctx.recipe.data_seed + 1).texts
+        texts = train.subset(p.int8_static.calibration_samples, recipe.data_seed + 1).texts
         made = quantize_static_int8(src, staged, texts, method=p.int8_static.method,
-                                    per_channel=p.int8_static.per_channel, max_length=ctx.recipe.eval_max_length,
+                                    per_channel=p.int8_static.per_channel, max_length=recipe.eval_max_length,
                                     keep_ffn_output_fp32=p.int8_static.keep_ffn_output_fp32)
     elif step.method == "int8-inductor":
         assert p.int8_inductor is not None
-        from slimbert.compression.inductor_int8 import quantize_inductor_int8
-
-        texts = ctx.train.subset(p.int8_inductor.calibration_samples, ctx.recipe.data_seed + 1).texts
+        texts = train.subset(p.int8_inductor.calibration_samples, recipe.data_seed + 1).texts
         made = quantize_inductor_int8(src, staged, texts, activations=p.int8_inductor.activations,
-                                      max_autotune=p.int8_inductor.max_autotune,
-                                      max_length=ctx.recipe.eval_max_length)
+                                      max_autotune=p.int8_inductor.max_autotune, max_length=recipe.eval_max_length)
     elif step.method == "int8-qat":
         assert p.int8_qat is not None
-        from transformers import AutoModelForSequenceClassification
-
-        from slimbert.compression.layers import from_pretrained_pruned
-
         q = p.int8_qat
         model = from_pretrained_pruned(AutoModelForSequenceClassification, src)
-        batches = iter_batches(ctx.tokenizer, ctx.train, batch_size=q.batch_size, max_length=q.max_length,
-                               shuffle=True, seed=ctx.recipe.data_seed + 2, group_by_length=True)
-        torch.manual_seed(ctx.recipe.data_seed)
+        batches = iter_batches(tokenizer, train, batch_size=q.batch_size, max_length=q.max_length,
+                               shuffle=True, seed=recipe.data_seed + 2, group_by_length=True)
+        torch.manual_seed(recipe.data_seed)
         made = qat_int8(model, batches, q.steps, q.lr, staged, tokenizer_dir=src)
     elif step.method == "int8-mixed":
         assert p.int8_mixed is not None
-        from slimbert.compression.mixed_int8 import quantize_mixed_int8
-
         m = p.int8_mixed
-        texts = ctx.train.subset(m.probe_examples, ctx.recipe.data_seed + 3).texts
+        texts = train.subset(m.probe_examples, recipe.data_seed + 3).texts
         made = quantize_mixed_int8(src, staged, texts, keep_fp32_layers=m.keep_fp32_layers,
-                                   per_channel=m.per_channel, max_length=ctx.recipe.eval_max_length)
+                                   per_channel=m.per_channel, max_length=recipe.eval_max_length)
         # The job record shows the measured per-layer sensitivity and which layers stayed fp32.
         notes["fp32_layers"] = made.params["fp32_layers"]
         notes["layer_int8_sensitivity"] = made.params["layer_int8_sensitivity"]
@@ -170,25 +151,3 @@ def _build(ctx: Context, step: PrecisionStep, src: Path, staged: Path) -> tuple[
     else:
         made = to_half(src, staged, "fp16" if step.variant.endswith("-fp16") else "bf16")
     return made, notes
-
-
-def make_precision_variant(ctx: Context, step: PrecisionStep, progress: Progress | None = None) -> dict[str, Any]:
-    """Build, measure and publish one precision variant; returns the stage detail."""
-    from slimbert.compression.pipeline import make_manifest, measure_and_publish
-
-    src = ctx.variant_dir(step.source)
-    parent = ctx.store.manifest(ctx.family, step.source)
-    with ctx.store.staging(ctx.family, step.variant) as staged:
-        made, notes = _build(ctx, step, src, staged)
-        if progress:
-            progress(70.0)
-        params = {**made.params, **notes, "source": step.source}
-        cpu_only = made.runtime in ("onnxruntime", "torch-inductor")
-        target = "gpu" if made.precision == "fp16" else "cpu" if cpu_only else "any"
-        draft = make_manifest(ctx, step.variant, step.source, Technique(name=step.method, params=params),
-                              runtime=made.runtime, precision=made.precision, num_parameters=parent.num_parameters,
-                              num_layers=parent.num_layers, target_device=target)
-        manifest = measure_and_publish(ctx, staged, draft)
-    return {"source": step.source, "variant": step.variant, "runtime": made.runtime, "precision": made.precision,
-            "dev_accuracy": manifest.dev_accuracy, "parent_dev_accuracy": parent.dev_accuracy,
-            "size_mb": round(manifest.size_mb, 3), **notes}

@@ -1,4 +1,4 @@
-"""A description of the machine and software stack, stored beside every benchmark result.
+"""The machine: CPU model and flags (VNNI, AMX, bf16), CUDA, threads and library versions. One place, used by all.
 
 Numbers without their environment cannot be compared: an INT8 speed-up depends on VNNI/AMX,
 latency on thread count, and both on library versions. Every probe here is guarded, so a missing
@@ -6,13 +6,17 @@ file or library yields ``None`` rather than an exception.
 """
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
 import logging
 import os
 import platform
+import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+import torch
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +71,51 @@ def _read_cpuinfo(path: str = "/proc/cpuinfo") -> tuple[str | None, set[str]]:
     return model, flags
 
 
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags (empty when /proc/cpuinfo cannot be read); they cannot change while we run."""
+    empty: tuple[str | None, set[str]] = (None, set())
+    return frozenset(_safe(_read_cpuinfo, empty)[1])
+
+
+def is_x86() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
+def has_vnni(flags: frozenset[str] | set[str] | None = None) -> bool:
+    """VNNI multiplies u8 by s8 in one instruction with 32-bit sums; without it int8 weights need 7 bits."""
+    return bool({"avx512_vnni", "avx_vnni"} & (cpu_flags() if flags is None else flags))
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 math (AVX512-BF16 or AMX-BF16), so bf16 is worth running on CPU."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+def detect_isa() -> str:
+    """The ``AutoQuantizationConfig`` preset that fits this CPU: 'avx512_vnni', 'avx2' or 'arm64'."""
+    if platform.machine().lower() in {"aarch64", "arm64"}:
+        return "arm64"
+    if "avx512_vnni" in cpu_flags():
+        return "avx512_vnni"
+    # Plain AVX-512 or older x86: the avx2 preset (with reduce_range) is the safe choice.
+    return "avx2"
+
+
+def inductor_int8_unavailable() -> str | None:
+    """Why the Inductor INT8 runtime cannot run in this process, or None when it can."""
+    if not is_x86():
+        return f"the Inductor INT8 path lowers to oneDNN's x86 kernels; this machine is {platform.machine()}"
+    if _safe(lambda: importlib.util.find_spec("torchao.quantization.pt2e.quantizer.x86_inductor_quantizer"),
+             None) is None:
+        return "torchao's X86InductorQuantizer is not importable; install torchao"
+    return None
+
+
+def cuda_available() -> bool:
+    return _safe(torch.cuda.is_available, False)
+
+
 def _cpu_section() -> dict[str, Any]:
     empty: tuple[str | None, set[str]] = (None, set())
     model, flags = _safe(_read_cpuinfo, empty)
@@ -80,8 +129,6 @@ def _cpu_section() -> dict[str, Any]:
 
 
 def _torch_section() -> dict[str, Any]:
-    import torch
-
     info: dict[str, Any] = {
         "threads": torch.get_num_threads(),
         "interop_threads": _safe(torch.get_num_interop_threads, None),
@@ -140,3 +187,9 @@ def describe_environment() -> dict[str, Any]:
         "platform": _safe(platform.platform, None),
         "machine": _safe(platform.machine, None),
     }
+
+
+def worker_capabilities() -> dict[str, Any]:
+    """Capabilities a worker reports when it starts (served to ``GET /workers``)."""
+    return {"hostname": socket.gethostname(), "pid": os.getpid(), "platform": platform.platform(),
+            **describe_environment()}

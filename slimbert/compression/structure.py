@@ -1,43 +1,48 @@
-"""Structural stages of a compression job: layer sensitivity, layer pruning, head/FFN pruning.
+"""Structural transforms: layer sensitivity, layer pruning, head/FFN pruning.
 
-Each function takes the pipeline's ``Context`` and a model in memory, publishes its variant and returns
-the stage detail for the job record. Distillation always uses the fine-tuned baseline as the teacher,
-in eval mode under ``no_grad``, plugged into training through ``finetune()``'s ``loss_fn`` hook.
+Each function takes a model in memory and the data, changes the model in place (or measures it) and
+returns a :class:`Made` record of what it did; the orchestrator publishes the variant. Distillation
+always uses the fine-tuned baseline as the teacher, plugged into training through ``finetune()``'s
+``loss_fn`` hook.
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from slimbert.compression.distill import DistillationSchedule
+from slimbert.compression.distill import distillation_loss_fn
 from slimbert.compression.finetune import FinetuneConfig, evaluate, finetune, train_step
-from slimbert.compression.heads import GradualPruner, alive_heads, count_encoder_parameters
-from slimbert.compression.layers import drop_layers, encoder_layers, ffn_widths
-from slimbert.compression.recipe import HeadFfnPruning
+from slimbert.compression.gradual import GradualPruner
+from slimbert.compression.heads import alive_heads, count_encoder_parameters
+from slimbert.compression.layers import drop_layers
+from slimbert.compression.recipe import HeadFfnPruning, LayerPruning
 from slimbert.compression.sensitivity import LayerScore, choose_layers_to_drop, layer_sensitivity
 from slimbert.data import TextDataset, iter_batches
+from slimbert.records import BASELINE
+from slimbert.runtime.shapes import encoder_layers, ffn_widths
 from slimbert.store.manifest import Technique
-
-if TYPE_CHECKING:
-    from slimbert.compression.pipeline import Context
-
-log = logging.getLogger(__name__)
 
 Progress = Callable[[float], None]
 LossFn = Callable[[PreTrainedModel, dict[str, Tensor], int, int], Tensor]
 
 
-def encoder_parameters(model: PreTrainedModel) -> int:
-    return count_encoder_parameters(model)
+@dataclass
+class Made:
+    """What a structural stage did to its model: the technique for the manifest, the manifest ``extra``
+    its descendants inherit, and what the job record shows beyond the technique (training runs)."""
+
+    technique: Technique
+    extra: dict[str, Any] = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 def structure_summary(model: PreTrainedModel) -> dict[str, Any]:
@@ -50,61 +55,43 @@ def structure_summary(model: PreTrainedModel) -> dict[str, Any]:
     }
 
 
-def distillation_loss_fn(teacher: PreTrainedModel, schedule: DistillationSchedule) -> LossFn:
-    """A ``finetune(loss_fn=...)`` hook: Hinton distillation from ``teacher`` along ``schedule``."""
-    teacher.eval()
-
-    def loss_fn(model: PreTrainedModel, batch: dict[str, Tensor], step: int, total: int) -> Tensor:
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        with torch.no_grad():
-            teacher_logits = teacher(**inputs).logits
-        return schedule.loss(model(**inputs).logits, teacher_logits, batch["labels"], step, total)
-
-    return loss_fn
-
-
-def run_sensitivity(ctx: Context, model: PreTrainedModel, progress: Progress | None = None) -> list[LayerScore]:
-    """Dev accuracy and loss with each encoder layer removed in turn (the model itself is untouched)."""
-    tokenizer, dev, max_length = ctx.tokenizer, ctx.dev, ctx.recipe.eval_max_length
+def sensitivity_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: TextDataset,
+                       max_length: int, progress: Progress | None = None) -> list[LayerScore]:
+    """Accuracy and loss on ``data`` (a selection split) with each encoder layer removed in turn."""
 
     def acc_loss(m: PreTrainedModel) -> tuple[float, float]:
-        result = evaluate(m, tokenizer, dev, max_length=max_length)
+        result = evaluate(m, tokenizer, data, max_length=max_length)
         return result.accuracy, result.loss
 
     return layer_sensitivity(model, acc_loss, progress=progress)
 
 
-def prune_layers(ctx: Context, model: PreTrainedModel, teacher: PreTrainedModel,
-                 scores: list[LayerScore] | None, progress: Progress | None = None) -> dict[str, Any]:
-    """Drop layers from ``model`` (a copy of the baseline) in place, re-finetune, publish ``pruned-fp32``."""
-    from slimbert.compression.pipeline import publish_torch
-
-    lp = ctx.recipe.layer_pruning
-    assert lp is not None
+def prune_layers(model: PreTrainedModel, teacher: PreTrainedModel, lp: LayerPruning,
+                 scores: list[LayerScore] | None, tokenizer: PreTrainedTokenizerBase, train: TextDataset,
+                 dev: TextDataset, progress: Progress | None = None) -> Made:
+    """Drop layers from ``model`` (a copy of the baseline) in place and re-finetune it."""
     num_layers = model.config.num_hidden_layers
     count = lp.count_to_drop(num_layers)
     if lp.strategy == "sensitivity" and scores is None:
         raise ValueError("layer_pruning.strategy 'sensitivity' needs the sensitivity stage")
     dropped = choose_layers_to_drop(num_layers, count, lp.strategy, scores if lp.strategy == "sensitivity" else None)
-    before = encoder_parameters(model)
+    before = count_encoder_parameters(model)
     drop_layers(model, dropped)
     loss_fn = distillation_loss_fn(teacher, lp.distill.schedule()) if lp.distill else None
-    refit = finetune(model, ctx.tokenizer, ctx.train, ctx.dev, lp.refinetune, progress=progress, loss_fn=loss_fn)
+    refit = finetune(model, tokenizer, train, dev, lp.refinetune, progress=progress, loss_fn=loss_fn)
     params: dict[str, Any] = {
         "dropped_layers": dropped, "strategy": lp.strategy, "layers_before": num_layers,
         "layers_after": model.config.num_hidden_layers, "requested": lp.model_dump(include={"drop", "target_layers"}),
         "refinetune": lp.refinetune.model_dump(), "distilled": lp.distill is not None,
         "distill": lp.distill.model_dump() if lp.distill else None,
-        "teacher": "baseline-fp32" if lp.distill else None,
-        "encoder_parameters_before": before, "encoder_parameters_after": encoder_parameters(model),
+        "teacher": BASELINE if lp.distill else None,
+        "encoder_parameters_before": before, "encoder_parameters_after": count_encoder_parameters(model),
     }
     extra: dict[str, Any] = {"encoder_parameters": params["encoder_parameters_after"]}
     if lp.strategy == "sensitivity" and scores is not None:
         extra["sensitivity"] = [s.to_json() for s in scores]
-    manifest = publish_torch(ctx, model, "pruned-fp32", "baseline-fp32",
-                             Technique(name="layer-pruning", params=params), extra=extra)
-    return {**params, "dev_accuracy": manifest.dev_accuracy, "refinetune_seconds": round(refit.seconds, 1),
-            "refinetune_history": refit.history}
+    return Made(Technique(name="layer-pruning", params=params), extra,
+                {"refinetune_seconds": round(refit.seconds, 1), "refinetune_history": refit.history})
 
 
 def _optimizer(model: PreTrainedModel, cfg: FinetuneConfig, warmup: int, total: int, offset: int
@@ -185,21 +172,18 @@ def train_with_pruner(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
             "seconds": round(time.perf_counter() - start, 1)}
 
 
-def prune_heads_ffn(ctx: Context, model: PreTrainedModel, parent: str, teacher: PreTrainedModel,
-                    progress: Progress | None = None) -> dict[str, Any]:
-    """Gradual head/FFN pruning of ``model`` in place, recovery fine-tune, publish ``heads-fp32``."""
-    from slimbert.compression.pipeline import publish_torch
-
-    cfg = ctx.recipe.head_ffn_pruning
-    assert cfg is not None
+def prune_heads_ffn(model: PreTrainedModel, teacher: PreTrainedModel, cfg: HeadFfnPruning,
+                    tokenizer: PreTrainedTokenizerBase, train: TextDataset, dev: TextDataset,
+                    progress: Progress | None = None) -> Made:
+    """Gradual head/FFN pruning of ``model`` in place, then the recovery fine-tune."""
     before = structure_summary(model)
     loss_fn = distillation_loss_fn(teacher, cfg.distill.schedule()) if cfg.distill else None
     share = 70.0 if cfg.recovery else 100.0
-    run = train_with_pruner(model, ctx.tokenizer, ctx.train, cfg, loss_fn,
+    run = train_with_pruner(model, tokenizer, train, cfg, loss_fn,
                             progress=(lambda p: progress(share * p / 100)) if progress else None)
     recovery: dict[str, Any] | None = None
     if cfg.recovery is not None:
-        rec = finetune(model, ctx.tokenizer, ctx.train, ctx.dev, cfg.recovery, loss_fn=loss_fn,
+        rec = finetune(model, tokenizer, train, dev, cfg.recovery, loss_fn=loss_fn,
                        progress=(lambda p: progress(share + (100 - share) * p / 100)) if progress else None)
         recovery = {"dev_accuracy": rec.dev_accuracy, "steps": rec.steps, "seconds": round(rec.seconds, 1),
                     "history": rec.history}
@@ -208,15 +192,12 @@ def prune_heads_ffn(ctx: Context, model: PreTrainedModel, parent: str, teacher: 
     params: dict[str, Any] = {
         **cfg.model_dump(exclude={"train", "recovery"}), "train": cfg.train.model_dump(),
         "recovery": cfg.recovery.model_dump() if cfg.recovery else None, "distilled": cfg.distill is not None,
-        "teacher": "baseline-fp32" if cfg.distill else None, "before": before, "after": after,
+        "teacher": BASELINE if cfg.distill else None, "before": before, "after": after,
         "encoder_parameters_before": before["encoder_parameters"],
         "encoder_parameters_after": after["encoder_parameters"],
         "encoder_parameter_reduction": round(reduction, 4),
         "pruned_heads": {str(k): v for k, v in (model.config.pruned_heads or {}).items()},
         "achieved_head_sparsity": run["head_sparsity"], "achieved_ffn_sparsity": run["ffn_sparsity"],
     }
-    manifest = publish_torch(ctx, model, "heads-fp32", parent, Technique(name="head-ffn-pruning", params=params),
-                             extra={"encoder_parameters": after["encoder_parameters"]})
-    ctx.results["encoder_parameters"] = {"before": before["encoder_parameters"],
-                                         "after": after["encoder_parameters"], "reduction": round(reduction, 4)}
-    return {**params, "pruning_run": run, "recovery_run": recovery, "dev_accuracy": manifest.dev_accuracy}
+    return Made(Technique(name="head-ffn-pruning", params=params), {"encoder_parameters": after["encoder_parameters"]},
+                {"pruning_run": run, "recovery_run": recovery})
