@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, SerializerFunctionWrapHandler, Tag, model_serializer
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, SerializerFunctionWrapHandler, Tag, model_serializer
 
 # The structural variants a compression job makes, in the order it makes them.
 BASELINE = "baseline-fp32"  # the fine-tuned model: every later variant's teacher and reference
@@ -336,3 +336,29 @@ class Showdown(Record):
     pareto_cpu: list[str]
     run: RunSummary | None = None
     autotune: AutotuneSummary | None = None
+
+
+# --- Compression job results --------------------------------------------------------------------
+# What a compression job writes into its record's ``results`` (and ``GET /jobs/{id}`` answers).
+
+class VariantResult(Record):
+    """One published variant, as its job reports it: accuracy measured on its own runtime, never copied."""
+
+    dev_accuracy: float
+    parent: str | None = None
+    technique: str
+    runtime: Runtime
+    precision: str
+    size_mb: float
+    num_parameters: int
+    num_layers: int | None = None
+    eval_seconds: float
+
+
+class CompressResults(Record):
+    """The results of a compression job: every variant made, every one skipped and why."""
+
+    variants: dict[str, VariantResult] = Field(default_factory=dict)
+    skipped: dict[str, str] = Field(default_factory=dict)  # variant or stage -> the reason
+    sensitivity: list[dict[str, Any]] | None = None  # per-layer ablation scores, when the recipe ranked layers
+    encoder_parameters: dict[str, float] | None = None  # before, after, reduction (head/FFN pruning)

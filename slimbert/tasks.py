@@ -28,6 +28,18 @@ TASK_PREDICT = "slimbert.predict"
 CONTROL_CAPABILITIES = "slimbert_capabilities"
 
 
+def capabilities_by_worker(replies: list[dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """Worker name -> its capabilities, from the replies to a ``CONTROL_CAPABILITIES`` broadcast
+    (Celery answers a list of one-key dicts; a worker that failed the command answers a non-dict)."""
+    return {name: caps if isinstance(caps, dict) else {"error": str(caps)}
+            for reply in replies or [] for name, caps in reply.items()}
+
+
+def queues_of(replies: list[dict[str, Any]] | None) -> set[str]:
+    """The queues that the workers answering a capabilities broadcast consume."""
+    return {q for caps in capabilities_by_worker(replies).values() for q in caps.get("queues", [])}
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings shared by the API's client app and the workers."""
     return {

@@ -25,6 +25,7 @@ from slimbert.tasks import (
     TASK_COMPRESS,
     TASK_COMPRESS_PRECISION,
     TASK_PREDICT,
+    queues_of,
 )
 from workers.celery_app import app
 
@@ -54,8 +55,7 @@ def _follow_up_benchmark(record: JobRecord, own_queue: str) -> dict[str, Any]:
     settings = get_settings()
     try:
         replies = app.control.broadcast(CONTROL_CAPABILITIES, reply=True, timeout=1.0) or []
-        live = {q for reply in replies for caps in reply.values() if isinstance(caps, dict)
-                for q in caps.get("queues", [])}
+        live = queues_of(replies)
         spec = BenchmarkSpec(family=record.family or "", **overrides)
         bench_id, devices = plan_benchmark(settings, spec, live | {own_queue}, JobStore(settings.job_dir),
                                            parent_job=record.id)

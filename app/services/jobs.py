@@ -14,6 +14,7 @@ from slimbert.jobs import TERMINAL, JobRecord, JobStore, utcnow
 from slimbert.models import resolve_model
 from slimbert.orchestrate.autotune_spec import AutotuneSpec
 from slimbert.orchestrate.benchmark import plan_benchmark
+from slimbert.records import BASELINE
 from slimbert.store.store import VariantStore
 from slimbert.tasks import QUEUE_CPU, TASK_AUTOTUNE, TASK_COMPRESS
 
@@ -81,7 +82,7 @@ def submit_benchmark(spec: BenchmarkSpec, settings: Settings, jobs: JobStore, qu
 
 def submit_autotune(spec: AutotuneSpec, store: VariantStore, jobs: JobStore, queue: QueueClient) -> JobRecord:
     """The search runs on the cpu queue: its target is CPU serving."""
-    store.manifest(spec.family, "baseline-fp32")  # 404 naming what exists when the family is not fine-tuned
+    store.manifest(spec.family, BASELINE)  # 404 naming what exists when the family is not fine-tuned
     queue.require_redis()
     record = JobRecord(id=jobs.new_id(), kind="autotune", queue=QUEUE_CPU, family=spec.family,
                        request={"spec": spec.model_dump(mode="json"), "benchmark": dict(FOLLOW_UP_BENCHMARK)})

@@ -16,7 +16,7 @@ from app.schemas import PredictionOut, PredictResponse
 from app.serving.engine import ServingEngine, needs_gpu
 from slimbert.config import Settings
 from slimbert.errors import InvalidInput, NoWorkerForDevice, VariantNotFound
-from slimbert.records import BenchmarkRun
+from slimbert.records import BASELINE, PRUNED, BenchmarkRun
 from slimbert.report.showdown import build_showdown
 from slimbert.store.manifest import VariantManifest
 from slimbert.store.store import VariantStore
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # Without a named variant and without a benchmark run, serve the first of these that the family has:
 # the smallest, fastest CPU form first. With a run, the showdown's CPU recommendation wins.
-DEFAULT_ORDER = ("pruned-int8", "baseline-int8", "pruned-fp32", "baseline-fp32")
+DEFAULT_ORDER = ("pruned-int8", "baseline-int8", PRUNED, BASELINE)
 
 
 def recommended_cpu_variant(store: VariantStore, family: str) -> str | None:

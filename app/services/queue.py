@@ -19,6 +19,7 @@ from slimbert.tasks import (
     QUEUE_GPU,
     TASK_BENCHMARK_AGGREGATE,
     TASK_BENCHMARK_DEVICE,
+    capabilities_by_worker,
     celery_config,
 )
 
@@ -61,10 +62,7 @@ class QueueClient:
             except Exception as exc:  # kombu raises OperationalError and friends when Redis is down
                 log.warning("worker ping failed: %s", exc)
                 replies = []
-            workers = []
-            for reply in replies:
-                for name, caps in reply.items():
-                    workers.append({"name": name, **(caps if isinstance(caps, dict) else {"error": str(caps)})})
+            workers = [{"name": name, **caps} for name, caps in capabilities_by_worker(replies).items()]
             self._workers, self._workers_at = sorted(workers, key=lambda w: w["name"]), time.monotonic()
             return self._workers
 
@@ -79,8 +77,7 @@ class QueueClient:
         except Exception as exc:  # a failed broadcast says nothing about the workers
             log.warning("worker ping failed: %s", exc)
             return None
-        return {name: _when(caps.get("started_at") if isinstance(caps, dict) else None)
-                for reply in replies for name, caps in reply.items()}
+        return {name: _when(caps.get("started_at")) for name, caps in capabilities_by_worker(replies).items()}
 
     def live_queues(self) -> set[str]:
         return {q for w in self.workers() for q in w.get("queues", [])}

@@ -16,11 +16,13 @@ from slimbert.compression.distill import DistillationSchedule
 from slimbert.compression.finetune import FinetuneConfig
 from slimbert.compression.heads import FfnMethod, FfnScope
 from slimbert.compression.schedules import Schedule, ScheduleKind
-from slimbert.records import Activations, CalibrationMethod, Isa
+from slimbert.records import BASELINE, HEADS, PRUNED, Activations, CalibrationMethod, Isa
 from slimbert.store.manifest import NAME_PATTERN
 
 LayerStrategy = Literal["sensitivity", "top", "alternate"]
 # "final" is the most compressed fp32 variant the recipe makes; "all" is every fp32 variant it makes.
+# The fp32 names are literals here because a Literal type needs them spelt; records.FP32_VARIANTS is checked
+# against it (tests/unit/test_recipe.py).
 PrecisionTarget = Literal["final", "all", "baseline-fp32", "pruned-fp32", "heads-fp32"]
 DEFAULT_DROP = 2
 
@@ -272,11 +274,11 @@ class Recipe(_Strict):
 
     def fp32_variants(self) -> list[str]:
         """The fp32 variants this recipe publishes, in the order it makes them."""
-        made = ["baseline-fp32"]
+        made = [BASELINE]
         if self.layer_pruning is not None:
-            made.append("pruned-fp32")
+            made.append(PRUNED)
         if self.head_ffn_pruning is not None:
-            made.append("heads-fp32")
+            made.append(HEADS)
         return made
 
     def precision_targets(self) -> list[str]:

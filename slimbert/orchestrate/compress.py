@@ -26,7 +26,7 @@ from slimbert.jobs.store import JobRecord, JobStore
 from slimbert.models import has_trained_head, load_classifier, load_tokenizer, resolve_model
 from slimbert.orchestrate.publish import Context, make_manifest, measure_and_publish, publish_torch, target_device
 from slimbert.orchestrate.reporter import JobReporter
-from slimbert.records import BASELINE, GPU_PHASE_METHODS, HEADS, METHODS, PRUNED, Method
+from slimbert.records import BASELINE, GPU_PHASE_METHODS, HEADS, METHODS, PRUNED, CompressResults, Method
 from slimbert.store.manifest import Technique
 from slimbert.store.store import VariantStore
 
@@ -88,7 +88,7 @@ def run_compress(settings: Settings, job_id: str, recipe: Recipe, *, queue: str,
     if recipe.finetune is None or has_trained_head(base_path, SST2_LABELS):
         why = "disabled in the recipe" if recipe.finetune is None else "the base model already has a trained SST-2 head"
         rep.skip("finetune", why)
-        ctx.results["skipped"]["finetune"] = why
+        ctx.results.skipped["finetune"] = why
         finetune_params: dict[str, Any] = {"skipped": why}
     else:
         with rep.stage("finetune") as st:
@@ -108,7 +108,8 @@ def run_compress(settings: Settings, job_id: str, recipe: Recipe, *, queue: str,
     if recipe.uses_sensitivity():
         with rep.stage("sensitivity") as st:
             scores = sensitivity_scores(teacher, tokenizer, dev, recipe.eval_max_length, rep.progress)
-            st.detail["scores"] = ctx.results["sensitivity"] = [s.to_json() for s in scores]
+            st.detail["scores"] = [s.to_json() for s in scores]
+            ctx.results.sensitivity = st.detail["scores"]
     else:
         rep.skip("sensitivity", "disabled in the recipe")
 
@@ -129,7 +130,7 @@ def run_compress(settings: Settings, job_id: str, recipe: Recipe, *, queue: str,
             made = prune_heads_ffn(student, teacher, recipe.head_ffn_pruning, tokenizer, train, dev, rep.progress)
             manifest = publish_torch(ctx, student, HEADS, current_name, made)
             p = made.technique.params
-            ctx.results["encoder_parameters"] = {"before": p["encoder_parameters_before"],
+            ctx.results.encoder_parameters = {"before": p["encoder_parameters_before"],
                                                  "after": p["encoder_parameters_after"],
                                                  "reduction": p["encoder_parameter_reduction"]}
             st.detail.update({**p, **made.detail, "dev_accuracy": manifest.dev_accuracy})
@@ -141,7 +142,7 @@ def run_compress(settings: Settings, job_id: str, recipe: Recipe, *, queue: str,
 
     _run_precision(ctx, rep, recipe, device, None if phase == "all" else GPU_PHASE_METHODS)
     jobs.raise_if_cancelled(job_id)
-    return ctx.results
+    return ctx.results.model_dump(mode="json")
 
 
 def make_precision_variant(ctx: Context, step: PrecisionStep, progress: Progress | None = None) -> dict[str, Any]:
@@ -171,12 +172,12 @@ def _run_precision(ctx: Context, rep: JobReporter, recipe: Recipe, device: str,
         reason = cannot_run(recipe, step, ctx.variant_dir(step.source), ctx.device)
         if reason:
             rep.skip(step.stage, reason)
-            ctx.results["skipped"][step.variant] = reason
+            ctx.results.skipped[step.variant] = reason
             continue
         with rep.optional_stage(step.stage) as st:
             st.detail.update(make_precision_variant(ctx, step, rep.progress))
         if st.state == "skipped":
-            ctx.results["skipped"][step.variant] = st.detail.get("reason", "")
+            ctx.results.skipped[step.variant] = st.detail.get("reason", "")
 
 
 def _precision_phase(settings: Settings, jobs: JobStore, store: VariantStore, rep: JobReporter, job_id: str,
@@ -188,13 +189,11 @@ def _precision_phase(settings: Settings, jobs: JobStore, store: VariantStore, re
         base_path, tokenizer, train, dev = _load_inputs(settings, recipe)
         st.detail.update(device=device)
     ctx = Context(settings, store, job_id, recipe, recipe.family_name(), base_path, tokenizer, train, dev, device)
-    previous = record.results or {}
-    ctx.results.update({k: v for k, v in previous.items() if k not in ("variants", "skipped")})
-    ctx.results["variants"].update(previous.get("variants", {}))
-    ctx.results["skipped"].update(previous.get("skipped", {}))
+    # The train phase's results, read back: the cpu half adds its variants to them.
+    ctx.results = CompressResults.model_validate({"variants": {}, "skipped": {}, **(record.results or {})})
     _run_precision(ctx, rep, recipe, "cpu", frozenset(METHODS) - GPU_PHASE_METHODS)
     jobs.raise_if_cancelled(job_id)
-    return ctx.results
+    return ctx.results.model_dump(mode="json")
 
 
 def execute_compress_job(settings: Settings, job_id: str, *, queue: str, worker: str,

@@ -21,7 +21,7 @@ from slimbert.data import SST2_LABELS, TextDataset
 from slimbert.hardware import library_versions
 from slimbert.inference.bucketing import accuracy_of
 from slimbert.inference.loader import load_variant
-from slimbert.records import CPU_ONLY_RUNTIMES, TargetDevice
+from slimbert.records import CPU_ONLY_RUNTIMES, CompressResults, TargetDevice, VariantResult
 from slimbert.store.manifest import Technique, VariantManifest
 from slimbert.store.store import VariantStore
 
@@ -40,7 +40,7 @@ class Context:
     train: TextDataset
     dev: TextDataset
     device: str = "cpu"
-    results: dict[str, Any] = field(default_factory=lambda: {"variants": {}, "skipped": {}})
+    results: CompressResults = field(default_factory=lambda: CompressResults(variants={}, skipped={}))
     # Manifest ``extra`` each variant passes to its descendants (e.g. the sensitivity scores it used).
     lineage: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -69,12 +69,12 @@ def measure_and_publish(ctx: Context, staged: Path, draft: VariantManifest) -> V
     del predictor
     manifest = ctx.store.publish(staged, draft.model_copy(update={"dev_accuracy": accuracy}))
     ctx.lineage[manifest.variant] = dict(manifest.extra)
-    ctx.results["variants"][manifest.variant] = {
-        "dev_accuracy": accuracy, "parent": manifest.parent, "technique": manifest.technique.name,
-        "runtime": manifest.runtime, "precision": manifest.precision, "size_mb": round(manifest.size_mb, 3),
-        "num_parameters": manifest.num_parameters, "num_layers": manifest.num_layers,
-        "eval_seconds": round(time.perf_counter() - start, 1),
-    }
+    ctx.results.variants[manifest.variant] = VariantResult(
+        dev_accuracy=accuracy, parent=manifest.parent, technique=manifest.technique.name,
+        runtime=manifest.runtime, precision=manifest.precision, size_mb=round(manifest.size_mb, 3),
+        num_parameters=manifest.num_parameters, num_layers=manifest.num_layers,
+        eval_seconds=round(time.perf_counter() - start, 1),
+    )
     return manifest
 
 

@@ -162,3 +162,12 @@ def test_study_1epoch_is_study_with_the_results_overrides() -> None:
     assert build_recipe("study-1epoch").model_dump() == build_recipe("study", STUDY_SECTION_OVERRIDES).model_dump()
     # and it is not the full study: one epoch per stage, capped stage data
     assert build_recipe("study-1epoch") != build_recipe("study")
+
+
+def test_precision_targets_name_the_fp32_variants() -> None:
+    from typing import get_args
+
+    from slimbert.compression.recipe import PrecisionTarget
+    from slimbert.records import FP32_VARIANTS
+
+    assert set(get_args(PrecisionTarget)) - {"final", "all"} == set(FP32_VARIANTS)
