@@ -27,22 +27,20 @@ from transformers import AutoModelForSequenceClassification
 from slimbert.benchmark.latency import interleaved
 from slimbert.compression.distill import DistillationSchedule, distillation_loss_fn
 from slimbert.compression.finetune import evaluate, finetune
-from slimbert.compression.inductor_int8 import quantize_inductor_int8
 from slimbert.compression.layers import drop_layers
-from slimbert.compression.onnx_int8 import quantize_dynamic_int8
-from slimbert.compression.precision import quantize_static_int8, to_half
+from slimbert.compression.precision_steps import PrecisionStep, build_precision, cannot_run
+from slimbert.compression.recipe import Precision, Recipe
 from slimbert.compression.sensitivity import choose_layers_to_drop, layer_sensitivity
 from slimbert.config import Settings
 from slimbert.data import TextDataset, load_sst2
-from slimbert.hardware import cpu_supports_bf16, inductor_int8_unavailable
 from slimbert.inference.bucketing import predict_label_ids
 from slimbert.inference.loader import load_variant
 from slimbert.inference.predictor import Predictor, model_call
 from slimbert.jobs.lifecycle import FollowUp, JobResult, Run, run_job
 from slimbert.jobs.store import JobRecord, JobStore, utcnow
 from slimbert.models import load_tokenizer
-from slimbert.orchestrate.autotune_spec import AutotuneSpec, paired_gate
-from slimbert.records import BASELINE
+from slimbert.orchestrate.autotune_spec import AutotuneSpec, PrecisionChoice, paired_gate
+from slimbert.records import BASELINE, Method
 from slimbert.runtime.shapes import from_pretrained_pruned
 from slimbert.store.manifest import Technique, VariantManifest
 from slimbert.store.store import VariantStore
@@ -51,6 +49,15 @@ log = logging.getLogger(__name__)
 
 # Train sentences that calibrate static INT8 ranges (never dev sentences: the gate measures on those).
 CALIBRATION_SAMPLES = 128
+# Each precision choice as the recipe's precision step that builds it.
+CANDIDATE_STEPS: dict[PrecisionChoice, tuple[Method, dict[str, Any]]] = {
+    "bf16": ("fp16-bf16", {"fp16_bf16": {"dtype": "bf16"}}),
+    "int8": ("int8-dynamic", {"int8_dynamic": {}}),
+    "int8-optimized": ("int8-dynamic", {"int8_dynamic": {"optimize": True}}),
+    "int8-per-channel": ("int8-dynamic", {"int8_dynamic": {"per_channel": True}}),
+    "int8-static": ("int8-static", {"int8_static": {"calibration_samples": CALIBRATION_SAMPLES}}),
+    "int8-inductor": ("int8-inductor", {"int8_inductor": {"calibration_samples": CALIBRATION_SAMPLES}}),
+}
 
 
 def _draft(runtime: str, precision: str, base: VariantManifest, params: int) -> VariantManifest:
@@ -92,8 +99,9 @@ class Search:
         base_acc = sum(int(p == y) for p, y in zip(self.base_dev, dev.labels, strict=True)) / len(dev)
         self.threshold = spec.gate * base_acc if spec.gate_kind == "relative" else spec.gate
         self.gate = (spec.gate, spec.gate_kind, spec.require_point)
-        self.calibration = load_sst2("train", settings.sst2_dir, offline=settings.offline).subset(
-            CALIBRATION_SAMPLES, seed=3).texts
+        # The precision steps draw their calibration subset from here (train sentences, never dev).
+        self.calibration = load_sst2("train", settings.sst2_dir, offline=settings.offline)
+        self.tokenizer = load_tokenizer(str(self.base_dir))
         self.texts = [dev.texts[i % len(dev)] for i in range(spec.batch_size)]
         self.baseline_predictor = baseline
 
@@ -106,7 +114,7 @@ class Search:
         yield "drop0", self.base_dir, self.base.num_parameters, {"dropped_layers": []}
         if self.spec.max_drop == 0:
             return
-        tokenizer = load_tokenizer(str(self.base_dir))
+        tokenizer = self.tokenizer
         teacher = from_pretrained_pruned(AutoModelForSequenceClassification, self.base_dir)
         scores = layer_sensitivity(teacher, functools.partial(self._acc_loss, tokenizer))
         train = load_sst2("train", self.settings.sst2_dir, offline=self.settings.offline).subset(
@@ -144,39 +152,28 @@ class Search:
         return r.accuracy, r.loss
 
     def precisions(self, name: str, src: Path) -> Iterator[tuple[str, Path, str, str, dict[str, Any]]]:
-        """(candidate, dir, runtime, precision, params) for every precision asked for."""
+        """(candidate, dir, runtime, precision, params) for every precision asked for, each built by the
+        precision transform a compression job runs (``precision_steps.build_precision``)."""
         for prec in self.spec.precisions:
             if self.out_of_time():
                 return
-            out = self.work / f"{name}-{prec}"
             if prec == "fp32":
                 yield f"{name}-fp32", src, "torch", "fp32", {}
                 continue
-            if prec == "bf16" and not cpu_supports_bf16():
-                self.trail.append({"candidate": f"{name}-bf16", "skipped": "this CPU has no bf16 (AMX/AVX512-BF16)"})
+            method, config = CANDIDATE_STEPS[prec]
+            recipe = Recipe(precision=Precision.model_validate({"int8_dynamic": None, **config}))
+            step = PrecisionStep(method, BASELINE, f"{name}-{prec}")
+            if why := cannot_run(recipe, step, src, "cpu"):
+                self.trail.append({"candidate": step.variant, "skipped": why})
                 continue
-            if prec == "int8-inductor" and (why := inductor_int8_unavailable()):
-                self.trail.append({"candidate": f"{name}-{prec}", "skipped": why})
-                continue
+            out = self.work / step.variant
             out.mkdir(parents=True, exist_ok=True)
             try:
-                if prec == "bf16":
-                    made = to_half(src, out, "bf16")
-                    yield f"{name}-bf16", out, "torch", "bf16", made.params
-                    continue
-                if prec == "int8-static":
-                    made = quantize_static_int8(src, out, self.calibration)
-                elif prec == "int8-inductor":
-                    made = quantize_inductor_int8(src, out, self.calibration)
-                    yield f"{name}-{prec}", out, made.runtime, made.precision, made.params
-                    continue
-                else:
-                    made = quantize_dynamic_int8(src, out, per_channel=True if prec == "int8-per-channel" else None,
-                                                 optimize=prec == "int8-optimized")
+                made, _notes = build_precision(recipe, step, src, out, self.tokenizer, self.calibration)
             except Exception as exc:  # one failed option must not end the search
-                self.trail.append({"candidate": f"{name}-{prec}", "skipped": f"{type(exc).__name__}: {exc}"})
+                self.trail.append({"candidate": step.variant, "skipped": f"{type(exc).__name__}: {exc}"})
                 continue
-            yield f"{name}-{prec}", out, "onnxruntime", "int8", made.params
+            yield step.variant, out, made.runtime, made.precision, made.params
 
     # --- measuring ----------------------------------------------------------------------------
     def cost(self, predictor: Predictor, size_mb: float) -> float:
