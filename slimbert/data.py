@@ -1,4 +1,11 @@
-"""Datasets: GLUE SST-2 from a local TSV directory or, where the network allows, the hub."""
+"""Datasets: GLUE SST-2 from a local TSV directory or, where the network allows, the hub, and the three
+splits every job runs on.
+
+Select on validation, report on test: early stopping, layer sensitivity, autotune's gate and the
+showdown's recommendations read ``validation``; the accuracy a user sees comes from ``test``, which
+nothing chose on. GLUE hides SST-2's test labels, so GLUE's dev split is the test split and
+validation is carved from train (stratified, seeded) before any training subset is drawn.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -37,6 +45,67 @@ class TextDataset:
         random.Random(seed).shuffle(order)
         keep = order[:n]
         return TextDataset([self.texts[i] for i in keep], [self.labels[i] for i in keep], self.source)
+
+
+def stratified_split(data: TextDataset, size: int, seed: int) -> tuple[TextDataset, TextDataset]:
+    """(rest, carved): ``size`` examples carved out of ``data`` with each label's share kept, seeded.
+
+    Per label, its share of ``size`` is rounded by largest remainder, so the sizes add up exactly and
+    every label present in ``data`` with at least two examples keeps at least one on each side.
+    """
+    if not 0 < size < len(data):
+        raise ValueError(f"cannot carve {size} examples out of {len(data)}: use between 1 and {len(data) - 1}")
+    by_label: dict[int, list[int]] = {}
+    for i, y in enumerate(data.labels):
+        by_label.setdefault(y, []).append(i)
+    rng = random.Random(seed)
+    exact = {y: size * len(idx) / len(data) for y, idx in sorted(by_label.items())}
+    take = {y: int(v) for y, v in exact.items()}
+    for y in sorted(exact, key=lambda y: exact[y] - take[y], reverse=True)[: size - sum(take.values())]:
+        take[y] += 1
+    carved: list[int] = []
+    for y, idx in sorted(by_label.items()):
+        shuffled = idx[:]
+        rng.shuffle(shuffled)
+        carved += shuffled[: min(take[y], len(idx) - 1) if len(idx) > 1 else take[y]]
+    chosen = set(carved)
+    rest = [i for i in range(len(data)) if i not in chosen]
+    pick = lambda ids: TextDataset([data.texts[i] for i in ids], [data.labels[i] for i in ids], data.source)  # noqa: E731
+    return pick(rest), pick(sorted(carved))
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The three splits of one job: train trains, validation selects, test reports."""
+
+    train: TextDataset
+    validation: TextDataset
+    test: TextDataset
+    how: dict[str, str]  # split -> where it came from, for the manifest and the showdown header
+
+    def describe(self, seed: int) -> dict[str, Any]:
+        """What a manifest records about the splits: sizes, label counts, origin and seed."""
+        def counts(d: TextDataset) -> dict[str, int]:
+            return {str(y): d.labels.count(y) for y in sorted(set(d.labels))}
+
+        return {name: {"examples": len(d), "labels": counts(d), "from": self.how[name]}
+                for name, d in (("train", self.train), ("validation", self.validation), ("test", self.test))
+                } | {"seed": seed, "selects": "validation", "reports": "test"}
+
+
+def sst2_splits(local_dir: Path | None, *, offline: bool, validation_examples: int, seed: int,
+                train_examples: int | None = None, test_examples: int | None = None) -> Splits:
+    """SST-2's three splits: test is GLUE's dev (its test labels are hidden), validation is carved from
+    GLUE's train (stratified, ``seed``), and train is what is left, optionally a seeded subset."""
+    full_train = load_sst2("train", local_dir, offline=offline)
+    train, validation = stratified_split(full_train, validation_examples, seed)
+    test = load_sst2("validation", local_dir, offline=offline).subset(test_examples, seed)
+    return Splits(train.subset(train_examples, seed), validation, test, {
+        "train": f"GLUE SST-2 train minus validation ({len(train)} left)",
+        "validation": f"{len(validation)} of GLUE SST-2 train, stratified by label, seed {seed}",
+        "test": "GLUE SST-2 dev (GLUE's test labels are hidden)" + (f", {len(test)}-example subset" if test_examples
+                                                                    else ""),
+    })
 
 
 def read_tsv(path: Path) -> TextDataset:

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, SerializerFunctionWrapHandler, Tag, model_serializer
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SerializerFunctionWrapHandler,
+    Tag,
+    model_serializer,
+)
 
 # The structural variants a compression job makes, in the order it makes them.
 BASELINE = "baseline-fp32"  # the fine-tuned model: every later variant's teacher and reference
@@ -135,7 +144,7 @@ class VariantMeasurement(Record):
     accuracy: float | None = None
     accuracy_ci95: tuple[float, float] | None = None  # Wilson interval
     macro_f1: float | None = None
-    dev_examples: int | None = None
+    test_examples: int | None = Field(default=None, validation_alias=AliasChoices("test_examples", "dev_examples"))
     eval_seconds: float | None = None
     mcnemar_vs_baseline: McNemarRecord | None = None
     paired_vs_baseline: PairedRecord | None = None
@@ -207,7 +216,7 @@ class RunSpec(Record):
     warmup: int | None = None
     accuracy: bool | None = None
     peak_memory: bool | None = None
-    dev_examples: int | None = None
+    test_examples: int | None = Field(default=None, validation_alias=AliasChoices("test_examples", "dev_examples"))
 
 
 class BenchmarkRun(Record):
@@ -255,7 +264,8 @@ class ShowdownRow(Record):
     size_mb: float
     parent: str | None = None
     technique: str
-    dev_accuracy_at_creation: float | None = None
+    test_accuracy_at_creation: float | None = None  # reported
+    validation_accuracy_at_creation: float | None = None  # what the recommendations choose on
     compression_ratio: float | None = None
     cpu: DeviceCell
     gpu: DeviceCell
@@ -305,7 +315,7 @@ class RunSummary(Record):
 class AutotuneTrailEntry(Record):
     candidate: str
     verdict: str
-    dev_accuracy: float | None = None
+    validation_accuracy: float | None = None  # the gate reads validation
     cost_vs_baseline: float | None = None
 
 
@@ -342,9 +352,11 @@ class Showdown(Record):
 # What a compression job writes into its record's ``results`` (and ``GET /jobs/{id}`` answers).
 
 class VariantResult(Record):
-    """One published variant, as its job reports it: accuracy measured on its own runtime, never copied."""
+    """One published variant, as its job reports it: accuracy measured on its own runtime, never copied;
+    the test split's is the one reported, the validation split's the one later choices read."""
 
-    dev_accuracy: float
+    test_accuracy: float
+    validation_accuracy: float
     parent: str | None = None
     technique: str
     runtime: Runtime

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from slimbert.benchmark.flops import COMPUTED_LABEL, MEASURED_LABEL, computed_gflops, measured_gflops
 from slimbert.benchmark.latency import interleaved, throughput
@@ -58,12 +58,14 @@ class BenchmarkSpec(BaseModel):
     variants: list[str] | None = Field(default=None, description="default: every variant of the family")
     devices: list[Device] | None = Field(default=None, description="default: every live device")
     batch_sizes: list[int] = Field(default=[1, 8, 32, 64], min_length=1, max_length=8)
-    seq_len: SeqLen = Field(default=128, description="tokens, or 'dynamic': real dev sentences")
+    seq_len: SeqLen = Field(default=128, description="tokens, or 'dynamic': real test-split sentences")
     runs: int = Field(default=20, ge=1, le=1000)
     warmup: int = Field(default=3, ge=0, le=100)
     accuracy: bool = True
     peak_memory: bool = True
-    dev_examples: int | None = Field(default=None, ge=8, description="dev subset for accuracy; null = all 872")
+    test_examples: int | None = Field(
+        default=None, ge=8, validation_alias=AliasChoices("test_examples", "dev_examples"),
+        description="test-split subset for accuracy (GLUE SST-2 dev); null = all 872")
 
     def model_post_init(self, _: Any) -> None:
         for bs in self.batch_sizes:
@@ -120,7 +122,7 @@ def _measure_accuracy(rows: dict[str, VariantMeasurement], predictors: dict[str,
         row.accuracy = round(correct / len(dev), 4)
         row.accuracy_ci95 = (round(low, 4), round(high, 4))
         row.macro_f1 = round(macro_f1(preds[name], dev.labels), 4)
-        row.dev_examples = len(dev)
+        row.test_examples = len(dev)
         row.eval_seconds = round(seconds, 2)
         tick()
     if BASELINE not in preds:
@@ -187,7 +189,8 @@ def benchmark_device(settings: Settings, spec: BenchmarkSpec, device: Device, pr
         if progress:
             progress(min(100.0, 100.0 * done / steps))
 
-    dev = load_sst2("validation", settings.sst2_dir, offline=settings.offline).subset(spec.dev_examples)
+    # The test split: GLUE SST-2 dev (GLUE hides its test labels); nothing in a job selects on it.
+    dev = load_sst2("validation", settings.sst2_dir, offline=settings.offline).subset(spec.test_examples)
     if spec.accuracy:
         _measure_accuracy(rows, predictors, dev, tick)
     else:

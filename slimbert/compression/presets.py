@@ -85,7 +85,8 @@ PRESETS: dict[PresetName, dict[str, Any]] = {
     # For tests: a few dozen sentences, one short epoch each.
     "tiny": {
         "train_examples": 48,
-        "dev_examples": 32,
+        "validation_examples": 32,
+        "test_examples": 32,
         "finetune": _TINY_TRAIN,
         "sensitivity": {"enabled": False},
         "layer_pruning": {"drop": 1, "strategy": "top", "refinetune": _TINY_TRAIN},
@@ -94,7 +95,8 @@ PRESETS: dict[PresetName, dict[str, Any]] = {
     # left out: compiling costs tens of seconds per load, and tests/unit/test_inductor_int8.py covers it.
     "every-stage-tiny": {
         "train_examples": 64,
-        "dev_examples": 32,
+        "validation_examples": 32,
+        "test_examples": 32,
         "finetune": _TINY_TRAIN,
         "sensitivity": {"enabled": True},
         "layer_pruning": {"drop": 1, "strategy": "sensitivity", "refinetune": _TINY_TRAIN, "distill": {}},

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from slimbert.compression.distill import DistillationSchedule
 from slimbert.compression.finetune import FinetuneConfig
@@ -233,7 +233,12 @@ class Recipe(_Strict):
     base_model: str = "sentence-transformers/all-MiniLM-L6-v2"
     family: str | None = Field(default=None, pattern=NAME_PATTERN)
     train_examples: int | None = Field(default=8000, ge=8, description="SST-2 train subset; null = all")
-    dev_examples: int | None = Field(default=None, ge=8, description="SST-2 dev subset; null = all 872")
+    validation_examples: int = Field(
+        default=872, ge=8, le=20_000, description="carved from SST-2 train (stratified, data_seed) before the train "
+        "subset is drawn; it selects (early stopping, sensitivity, gates), never reports")
+    test_examples: int | None = Field(
+        default=None, ge=8, validation_alias=AliasChoices("test_examples", "dev_examples"),
+        description="subset of the test split (GLUE SST-2 dev) that every reported figure comes from; null = all 872")
     data_seed: int = 0
     finetune: TrainConfig | None = Field(default_factory=TrainConfig)
     sensitivity: Sensitivity = Field(default_factory=Sensitivity)

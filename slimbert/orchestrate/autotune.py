@@ -2,7 +2,7 @@
 
 Cheap candidates first: every precision/runtime of the unpruned baseline needs no training; then
 sensitivity-ranked depths, each re-fine-tuned with and without distillation, each in every
-precision. A candidate is screened on a held-out subset of the dev split, then measured on the
+precision. A candidate is screened on a subset of the validation split, then measured on the
 whole split; the gate decision uses a confidence interval on the paired accuracy difference, not a
 point estimate. The search stops at its budget with the best candidate found so far. It builds its
 candidates with the same transforms a compression job runs, in the store's staging area, and
@@ -32,8 +32,8 @@ from slimbert.compression.precision_steps import PrecisionStep, build_precision,
 from slimbert.compression.recipe import Precision, Recipe
 from slimbert.compression.sensitivity import choose_layers_to_drop, layer_sensitivity
 from slimbert.config import Settings
-from slimbert.data import TextDataset, load_sst2
-from slimbert.inference.bucketing import predict_label_ids
+from slimbert.data import Splits, TextDataset, sst2_splits
+from slimbert.inference.bucketing import accuracy_of, predict_label_ids
 from slimbert.inference.loader import load_variant
 from slimbert.inference.predictor import Predictor, model_call
 from slimbert.jobs.lifecycle import FollowUp, JobResult, Run, run_job
@@ -47,7 +47,7 @@ from slimbert.store.store import VariantStore
 
 log = logging.getLogger(__name__)
 
-# Train sentences that calibrate static INT8 ranges (never dev sentences: the gate measures on those).
+# Train sentences that calibrate static INT8 ranges (never validation sentences: the gate measures on those).
 CALIBRATION_SAMPLES = 128
 # Each precision choice as the recipe's precision step that builds it.
 CANDIDATE_STEPS: dict[PrecisionChoice, tuple[Method, dict[str, Any]]] = {
@@ -84,7 +84,13 @@ class Search:
         self.store = VariantStore(settings.store_dir, min_free_mb=settings.min_free_disk_mb)
         self.base = self.store.manifest(spec.family, BASELINE)
         self.base_dir = self.store.variant_dir(spec.family, BASELINE)
-        dev = load_sst2("validation", settings.sst2_dir, offline=settings.offline)
+        # The family's own splits (same carve, same seed): the gate reads validation, which the baseline
+        # never trained on; the winner's reported accuracy comes from test, which nothing here reads.
+        recipe = self.base.recipe
+        self.splits = sst2_splits(settings.sst2_dir, offline=settings.offline,
+                                  validation_examples=int(recipe.get("validation_examples", 872)),
+                                  seed=int(recipe.get("data_seed", 0)))
+        dev = self.splits.validation
         self.screen = dev.subset(spec.screen_examples, seed=1)
         self.dev = dev
         self.deadline = time.monotonic() + spec.budget_minutes * 60
@@ -99,8 +105,8 @@ class Search:
         base_acc = sum(int(p == y) for p, y in zip(self.base_dev, dev.labels, strict=True)) / len(dev)
         self.threshold = spec.gate * base_acc if spec.gate_kind == "relative" else spec.gate
         self.gate = (spec.gate, spec.gate_kind, spec.require_point)
-        # The precision steps draw their calibration subset from here (train sentences, never dev).
-        self.calibration = load_sst2("train", settings.sst2_dir, offline=settings.offline)
+        # The precision steps draw their calibration subset from here (train sentences, never validation).
+        self.calibration = self.splits.train
         self.tokenizer = load_tokenizer(str(self.base_dir))
         self.texts = [dev.texts[i % len(dev)] for i in range(spec.batch_size)]
         self.baseline_predictor = baseline
@@ -117,8 +123,7 @@ class Search:
         tokenizer = self.tokenizer
         teacher = from_pretrained_pruned(AutoModelForSequenceClassification, self.base_dir)
         scores = layer_sensitivity(teacher, functools.partial(self._acc_loss, tokenizer))
-        train = load_sst2("train", self.settings.sst2_dir, offline=self.settings.offline).subset(
-            self.spec.train_examples, seed=7)
+        train = self.splits.train.subset(self.spec.train_examples, seed=7)
         layers = teacher.config.num_hidden_layers
         for drop in range(self.spec.min_drop, min(self.spec.max_drop, layers - 1) + 1):
             dropped = choose_layers_to_drop(layers, drop, "sensitivity", scores)
@@ -202,9 +207,9 @@ class Search:
             entry["verdict"] = "rejected on the held-out subset"
             return entry
         full = paired_gate(_predict_all(predictor, self.dev), self.base_dev, self.dev.labels, *self.gate)
-        entry["dev"] = full
+        entry["validation"] = full
         if not full["passes"]:
-            entry["verdict"] = "rejected on the full dev split"
+            entry["verdict"] = "rejected on the full validation split"
             return entry
         size_mb = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
         entry["size_mb"] = round(size_mb, 2)
@@ -237,9 +242,10 @@ class Search:
         self._scratch.close()
 
 
-def publish_winner(settings: Settings, spec: AutotuneSpec, best: dict[str, Any], job_id: str, dev_examples: int
+def publish_winner(settings: Settings, spec: AutotuneSpec, best: dict[str, Any], job_id: str, splits: Splits
                    ) -> str:
-    """Store the winning candidate as ``tuned-<precision>`` with the search in its manifest."""
+    """Store the winning candidate as ``tuned-<precision>`` with the search in its manifest; its accuracy
+    is measured again, on its own runtime, on the test split (reported) and the validation split."""
     store = VariantStore(settings.store_dir, min_free_mb=settings.min_free_disk_mb)
     base = store.manifest(spec.family, BASELINE)
     name = "tuned-" + ("int8" if best["runtime"] == "onnxruntime" else best["precision"])
@@ -250,13 +256,18 @@ def publish_winner(settings: Settings, spec: AutotuneSpec, best: dict[str, Any],
             params, layers = model.num_parameters(), model.config.num_hidden_layers
         else:
             params, layers = best["parameters"], best["layers"]
-        store.publish(staged, VariantManifest.model_validate({
+        draft = VariantManifest.model_validate({
             "family": spec.family, "variant": name, "runtime": best["runtime"], "precision": best["precision"],
             "target_device": "cpu", "base_model_id": base.base_model_id, "parent": BASELINE,
             "technique": Technique(name="autotune", params={k: v for k, v in best.items() if k != "path"}),
             "recipe": {"autotune": spec.model_dump(mode="json")}, "labels": base.labels, "num_parameters": params,
-            "num_layers": layers, "dev_accuracy": best["dev"]["accuracy"], "dev_examples": dev_examples,
-            "job_id": job_id}))
+            "num_layers": layers, "test_examples": len(splits.test), "validation_examples": len(splits.validation),
+            "splits": splits.describe(int(base.recipe.get("data_seed", 0))), "job_id": job_id})
+        predictor = load_variant(draft, staged)
+        test = accuracy_of(predictor, splits.test.texts, splits.test.labels)
+        validation = accuracy_of(predictor, splits.validation.texts, splits.validation.labels)
+        del predictor
+        store.publish(staged, draft.model_copy(update={"test_accuracy": test, "validation_accuracy": validation}))
     return name
 
 
@@ -278,7 +289,7 @@ def execute_autotune_job(settings: Settings, job_id: str, *, queue: str, worker:
         try:
             outcome = search.run()
             if outcome["best"] is not None:
-                outcome["variant"] = publish_winner(settings, spec, outcome["best"], job_id, len(search.dev))
+                outcome["variant"] = publish_winner(settings, spec, outcome["best"], job_id, search.splits)
         finally:
             search.cleanup()
         for entry in [*outcome["trail"], outcome["best"] or {}]:

@@ -19,7 +19,7 @@ from slimbert.compression.precision_steps import PrecisionStep, build_precision,
 from slimbert.compression.recipe import Recipe
 from slimbert.compression.structure import Made, prune_heads_ffn, prune_layers, sensitivity_scores
 from slimbert.config import Settings
-from slimbert.data import SST2_LABELS, TextDataset, load_sst2
+from slimbert.data import SST2_LABELS, Splits, sst2_splits
 from slimbert.hardware import cuda_available
 from slimbert.jobs.lifecycle import FollowUp, JobResult, Run, run_job
 from slimbert.jobs.store import JobRecord, JobStore
@@ -48,15 +48,14 @@ def _job_device(queue: str) -> str:
     return "gpu" if queue == "gpu" and cuda_available() else "cpu"
 
 
-def _load_inputs(settings: Settings, recipe: Recipe) -> tuple[str, PreTrainedTokenizerBase, TextDataset,
-                                                               TextDataset]:
-    """The base model's path and tokenizer, and the recipe's train and dev subsets."""
+def _load_inputs(settings: Settings, recipe: Recipe) -> tuple[str, PreTrainedTokenizerBase, Splits]:
+    """The base model's path and tokenizer, and the recipe's train, validation and test splits."""
     base_path = resolve_model(recipe.base_model, settings)
-    train = load_sst2("train", settings.sst2_dir, offline=settings.offline).subset(
-        min(recipe.train_examples or settings.max_train_examples, settings.max_train_examples), recipe.data_seed)
-    dev = load_sst2("validation", settings.sst2_dir, offline=settings.offline).subset(
-        recipe.dev_examples, recipe.data_seed)
-    return base_path, load_tokenizer(base_path), train, dev
+    splits = sst2_splits(
+        settings.sst2_dir, offline=settings.offline, validation_examples=recipe.validation_examples,
+        seed=recipe.data_seed, test_examples=recipe.test_examples,
+        train_examples=min(recipe.train_examples or settings.max_train_examples, settings.max_train_examples))
+    return base_path, load_tokenizer(base_path), splits
 
 
 def run_compress(settings: Settings, job_id: str, recipe: Recipe, *, queue: str, worker: str,
@@ -75,15 +74,17 @@ def run_compress(settings: Settings, job_id: str, recipe: Recipe, *, queue: str,
         return _precision_phase(settings, jobs, store, rep, job_id, recipe, device)
 
     with rep.stage("load") as st:
-        base_path, tokenizer, train, dev = _load_inputs(settings, recipe)
+        base_path, tokenizer, splits = _load_inputs(settings, recipe)
+        # Training reads train; everything that chooses (early stopping, sensitivity) reads validation.
+        train, validation = splits.train, splits.validation
         model = load_classifier(base_path, SST2_LABELS)
         if recipe.layer_pruning is not None:
             # Fail before the long fine-tune when the depth asked for cannot be reached.
             recipe.layer_pruning.count_to_drop(model.config.num_hidden_layers)
-        st.detail.update(base_path=base_path, train_examples=len(train), dev_examples=len(dev),
+        st.detail.update(base_path=base_path, splits=splits.describe(recipe.data_seed),
                          train_source=train.source, device=device, fp32_variants=recipe.fp32_variants(),
                          precision_targets=recipe.precision_targets())
-    ctx = Context(settings, store, job_id, recipe, recipe.family_name(), base_path, tokenizer, train, dev, device)
+    ctx = Context(settings, store, job_id, recipe, recipe.family_name(), base_path, tokenizer, splits, device)
 
     if recipe.finetune is None or has_trained_head(base_path, SST2_LABELS):
         why = "disabled in the recipe" if recipe.finetune is None else "the base model already has a trained SST-2 head"
@@ -92,8 +93,8 @@ def run_compress(settings: Settings, job_id: str, recipe: Recipe, *, queue: str,
         finetune_params: dict[str, Any] = {"skipped": why}
     else:
         with rep.stage("finetune") as st:
-            ft = finetune(model, tokenizer, train, dev, recipe.finetune, progress=rep.progress)
-            st.detail.update(dev_accuracy=ft.dev_accuracy, steps=ft.steps, seconds=round(ft.seconds, 1),
+            ft = finetune(model, tokenizer, train, validation, recipe.finetune, progress=rep.progress)
+            st.detail.update(validation_accuracy=ft.dev_accuracy, steps=ft.steps, seconds=round(ft.seconds, 1),
                              history=ft.history)
         finetune_params = {**recipe.finetune.model_dump(), "steps": ft.steps, "epochs_run": ft.epochs_run}
 
@@ -101,13 +102,14 @@ def run_compress(settings: Settings, job_id: str, recipe: Recipe, *, queue: str,
         made = Made(Technique(name="finetune", params=finetune_params),
                     {"encoder_parameters": count_encoder_parameters(model)})
         manifest = publish_torch(ctx, model, BASELINE, None, made)
-        st.detail.update(dev_accuracy=manifest.dev_accuracy, size_mb=round(manifest.size_mb, 2))
+        st.detail.update(test_accuracy=manifest.test_accuracy, validation_accuracy=manifest.validation_accuracy,
+                         size_mb=round(manifest.size_mb, 2))
     teacher = model  # the fine-tuned baseline; every later model is a copy
 
     scores = None
     if recipe.uses_sensitivity():
         with rep.stage("sensitivity") as st:
-            scores = sensitivity_scores(teacher, tokenizer, dev, recipe.eval_max_length, rep.progress)
+            scores = sensitivity_scores(teacher, tokenizer, validation, recipe.eval_max_length, rep.progress)
             st.detail["scores"] = [s.to_json() for s in scores]
             ctx.results.sensitivity = st.detail["scores"]
     else:
@@ -117,9 +119,11 @@ def run_compress(settings: Settings, job_id: str, recipe: Recipe, *, queue: str,
     if recipe.layer_pruning is not None:
         with rep.stage("prune-layers") as st:
             current = copy.deepcopy(teacher)
-            made = prune_layers(current, teacher, recipe.layer_pruning, scores, tokenizer, train, dev, rep.progress)
+            made = prune_layers(current, teacher, recipe.layer_pruning, scores, tokenizer, train, validation,
+                                rep.progress)
             manifest = publish_torch(ctx, current, PRUNED, BASELINE, made)
-            st.detail.update({**made.technique.params, "dev_accuracy": manifest.dev_accuracy, **made.detail})
+            st.detail.update({**made.technique.params, "test_accuracy": manifest.test_accuracy,
+                              "validation_accuracy": manifest.validation_accuracy, **made.detail})
         current_name = PRUNED
     else:
         rep.skip("prune-layers", "disabled in the recipe")
@@ -127,13 +131,15 @@ def run_compress(settings: Settings, job_id: str, recipe: Recipe, *, queue: str,
     if recipe.head_ffn_pruning is not None:
         with rep.stage("prune-heads-ffn") as st:
             student = current if current is not teacher else copy.deepcopy(teacher)
-            made = prune_heads_ffn(student, teacher, recipe.head_ffn_pruning, tokenizer, train, dev, rep.progress)
+            made = prune_heads_ffn(student, teacher, recipe.head_ffn_pruning, tokenizer, train, validation,
+                                   rep.progress)
             manifest = publish_torch(ctx, student, HEADS, current_name, made)
             p = made.technique.params
             ctx.results.encoder_parameters = {"before": p["encoder_parameters_before"],
                                                  "after": p["encoder_parameters_after"],
                                                  "reduction": p["encoder_parameter_reduction"]}
-            st.detail.update({**p, **made.detail, "dev_accuracy": manifest.dev_accuracy})
+            st.detail.update({**p, **made.detail, "test_accuracy": manifest.test_accuracy,
+                              "validation_accuracy": manifest.validation_accuracy})
         current_name = HEADS
     else:
         rep.skip("prune-heads-ffn", "disabled in the recipe")
@@ -150,7 +156,7 @@ def make_precision_variant(ctx: Context, step: PrecisionStep, progress: Progress
     src = ctx.variant_dir(step.source)
     parent = ctx.store.manifest(ctx.family, step.source)
     with ctx.store.staging(ctx.family, step.variant) as staged:
-        made, notes = build_precision(ctx.recipe, step, src, staged, ctx.tokenizer, ctx.train)
+        made, notes = build_precision(ctx.recipe, step, src, staged, ctx.tokenizer, ctx.splits.train)
         if progress:
             progress(70.0)
         params = {**made.params, **notes, "source": step.source}
@@ -159,7 +165,8 @@ def make_precision_variant(ctx: Context, step: PrecisionStep, progress: Progress
                               num_layers=parent.num_layers, target_device=target_device(made))
         manifest = measure_and_publish(ctx, staged, draft)
     return {"source": step.source, "variant": step.variant, "runtime": made.runtime, "precision": made.precision,
-            "dev_accuracy": manifest.dev_accuracy, "parent_dev_accuracy": parent.dev_accuracy,
+            "test_accuracy": manifest.test_accuracy, "validation_accuracy": manifest.validation_accuracy,
+            "parent_test_accuracy": parent.test_accuracy,
             "size_mb": round(manifest.size_mb, 3), **notes}
 
 
@@ -186,9 +193,9 @@ def _precision_phase(settings: Settings, jobs: JobStore, store: VariantStore, re
     record = jobs.get(job_id)
     rep.done = sum(rep.weights.get(s.name, 0.0) for s in record.stages if s.state in ("done", "skipped"))
     with rep.stage("load-precision") as st:
-        base_path, tokenizer, train, dev = _load_inputs(settings, recipe)
+        base_path, tokenizer, splits = _load_inputs(settings, recipe)
         st.detail.update(device=device)
-    ctx = Context(settings, store, job_id, recipe, recipe.family_name(), base_path, tokenizer, train, dev, device)
+    ctx = Context(settings, store, job_id, recipe, recipe.family_name(), base_path, tokenizer, splits, device)
     # The train phase's results, read back: the cpu half adds its variants to them.
     ctx.results = CompressResults.model_validate({"variants": {}, "skipped": {}, **(record.results or {})})
     _run_precision(ctx, rep, recipe, "cpu", frozenset(METHODS) - GPU_PHASE_METHODS)

@@ -17,7 +17,7 @@ from slimbert.compression.onnx_int8 import PrecisionResult
 from slimbert.compression.recipe import Recipe
 from slimbert.compression.structure import Made
 from slimbert.config import Settings
-from slimbert.data import SST2_LABELS, TextDataset
+from slimbert.data import SST2_LABELS, Splits
 from slimbert.hardware import library_versions
 from slimbert.inference.bucketing import accuracy_of
 from slimbert.inference.loader import load_variant
@@ -37,8 +37,7 @@ class Context:
     family: str
     base_path: str
     tokenizer: PreTrainedTokenizerBase
-    train: TextDataset
-    dev: TextDataset
+    splits: Splits  # train trains, validation selects, test reports
     device: str = "cpu"
     results: CompressResults = field(default_factory=lambda: CompressResults(variants={}, skipped={}))
     # Manifest ``extra`` each variant passes to its descendants (e.g. the sensitivity scores it used).
@@ -55,22 +54,29 @@ def make_manifest(ctx: Context, variant: str, parent: str | None, technique: Tec
     return VariantManifest(
         family=ctx.family, variant=variant, base_model_id=ctx.recipe.base_model, parent=parent,
         technique=technique, recipe=ctx.recipe.model_dump(mode="json"), labels=SST2_LABELS,
-        dev_accuracy=None, dev_examples=len(ctx.dev), job_id=ctx.job_id,
+        test_accuracy=None, test_examples=len(ctx.splits.test), validation_examples=len(ctx.splits.validation),
+        splits=ctx.splits.describe(ctx.recipe.data_seed), job_id=ctx.job_id,
         library_versions=library_versions(), extra=extra, **fields,
     )
 
 
 def measure_and_publish(ctx: Context, staged: Path, draft: VariantManifest) -> VariantManifest:
-    """Load the staged files as they will be served, measure accuracy on them, publish; record the result."""
+    """Load the staged files as they will be served, measure accuracy on them, publish; record the result.
+
+    Validation accuracy is what later choices (recommendations, gates) read; test accuracy is what is
+    reported, and nothing chooses on it.
+    """
     start = time.perf_counter()
     device = "gpu" if draft.target_device == "gpu" else "cpu"
     predictor = load_variant(draft, staged, device)
-    accuracy = accuracy_of(predictor, ctx.dev.texts, ctx.dev.labels)
+    test = accuracy_of(predictor, ctx.splits.test.texts, ctx.splits.test.labels)
+    validation = accuracy_of(predictor, ctx.splits.validation.texts, ctx.splits.validation.labels)
     del predictor
-    manifest = ctx.store.publish(staged, draft.model_copy(update={"dev_accuracy": accuracy}))
+    manifest = ctx.store.publish(staged, draft.model_copy(update={"test_accuracy": test,
+                                                                  "validation_accuracy": validation}))
     ctx.lineage[manifest.variant] = dict(manifest.extra)
     ctx.results.variants[manifest.variant] = VariantResult(
-        dev_accuracy=accuracy, parent=manifest.parent, technique=manifest.technique.name,
+        test_accuracy=test, validation_accuracy=validation, parent=manifest.parent, technique=manifest.technique.name,
         runtime=manifest.runtime, precision=manifest.precision, size_mb=round(manifest.size_mb, 3),
         num_parameters=manifest.num_parameters, num_layers=manifest.num_layers,
         eval_seconds=round(time.perf_counter() - start, 1),

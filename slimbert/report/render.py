@@ -86,7 +86,8 @@ def measured_line(report: Showdown) -> str:
             parts.append(f"{device}: {where} [{flags}], {env.torch_threads} torch threads")
     return (f"Run {run.run_id} ({run.created_at}): batch {report.batch_size}, seq_len {spec.seq_len}, "
             f"{spec.runs} runs after {spec.warmup} warm-up, variants interleaved; latency = p50 model time "
-            f"(tokenization apart). " + "; ".join(parts) + ". Accuracy on the SST-2 dev split on each runtime, "
+            f"(tokenization apart). " + "; ".join(parts) + ". Accuracy on the test split "
+            "(GLUE SST-2 dev; nothing was selected on it) on each runtime, "
             f"95% Wilson interval; McNemar test paired against {BASELINE}.")
 
 
@@ -116,8 +117,8 @@ def autotune_lines(tune: AutotuneSummary | None) -> list[str]:
     out = ["", f"Autotune run {tune.run_id}: winner {tune.winner or 'none'} -> variant {tune.variant or '-'} "
            f"({tune.target} at batch {tune.batch_size}, cost {tune.cost_vs_baseline} x baseline; "
            f"gate threshold {tune.threshold}; stopped: {tune.stopped})", "",
-           "| candidate | verdict | dev accuracy | cost vs baseline |", "|---|---|---|---|"]
-    out += [f"| {e.candidate} | {e.verdict} | {e.dev_accuracy if e.dev_accuracy is not None else '-'} "
+           "| candidate | verdict | validation accuracy (the gate's) | cost vs baseline |", "|---|---|---|---|"]
+    out += [f"| {e.candidate} | {e.verdict} | {e.validation_accuracy if e.validation_accuracy is not None else '-'} "
             f"| {e.cost_vs_baseline if e.cost_vs_baseline is not None else '-'} |" for e in tune.trail]
     return out
 
@@ -126,7 +127,7 @@ def to_csv(report: Showdown) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
     keys = ["variant", "runtime", "precision", "layers", "parameters", "size_mb", "compression_ratio",
-            "dev_accuracy_at_creation"]
+            "test_accuracy_at_creation", "validation_accuracy_at_creation"]
     device_keys = ["accuracy", "accuracy_ci95", "macro_f1", "mcnemar_p", "latency_ms", "p99_ms", "spread_ms",
                    "runs", "throughput_seq_s", "tokenize_ms", "peak_mem_mb", "gflops", "gflops_method", "speedup",
                    "na"]

@@ -13,16 +13,20 @@ from slimbert.store.manifest import VariantManifest
 
 
 def variants_table(manifests: list[VariantManifest]) -> str:
-    """Per variant: dev accuracy with its 95% Wilson interval, parameters, size, lineage."""
-    lines = ["| variant | dev accuracy [95% CI] | n | parameters | size (MB) | parent | technique |",
-             "|---|---|---|---|---|---|---|"]
+    """Per variant: test accuracy with its 95% Wilson interval, the validation accuracy that choices read,
+    parameters, size, lineage."""
+    lines = ["| variant | test accuracy [95% CI] | n test | validation accuracy (selects) | parameters | size (MB) "
+             "| parent | technique |",
+             "|---|---|---|---|---|---|---|---|"]
     for m in sorted(manifests, key=lambda m: (m.variant != BASELINE, m.variant)):
-        if m.dev_accuracy is not None and m.dev_examples:
-            lo, hi = wilson_interval(round(m.dev_accuracy * m.dev_examples), m.dev_examples)
-            acc = f"{m.dev_accuracy:.4f} [{lo:.3f}, {hi:.3f}]"
+        if m.test_accuracy is not None and m.test_examples:
+            lo, hi = wilson_interval(round(m.test_accuracy * m.test_examples), m.test_examples)
+            acc = f"{m.test_accuracy:.4f} [{lo:.3f}, {hi:.3f}]"
         else:
             acc = "N/A"
-        lines.append(f"| {m.variant} | {acc} | {m.dev_examples or '-'} | {m.num_parameters:,} | {m.size_mb:.1f} | "
+        val = f"{m.validation_accuracy:.4f}" if m.validation_accuracy is not None else "N/A"
+        lines.append(f"| {m.variant} | {acc} | {m.test_examples or '-'} | {val} | {m.num_parameters:,} | "
+                     f"{m.size_mb:.1f} | "
                      f"{m.parent or '-'} | {m.technique.name} |")
     return "\n".join(lines)
 

@@ -6,7 +6,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -33,6 +33,8 @@ class Technique(BaseModel):
 class VariantManifest(BaseModel):
     """Everything needed to load, trust and rebuild a stored variant."""
 
+    model_config = ConfigDict(populate_by_name=True)
+
     format_version: int = FORMAT_VERSION
     family: str
     variant: str
@@ -48,8 +50,13 @@ class VariantManifest(BaseModel):
     num_layers: int | None = None
     size_bytes: int = 0
     files: dict[str, str] = Field(default_factory=dict, description="relative path -> sha256")
-    dev_accuracy: float | None = None
-    dev_examples: int | None = None
+    # Measured on the variant's own runtime when it was made. Test is reported; validation is what
+    # choices read. Manifests written before the splits call test "dev" (GLUE's dev is our test split).
+    test_accuracy: float | None = Field(default=None, validation_alias=AliasChoices("test_accuracy", "dev_accuracy"))
+    test_examples: int | None = Field(default=None, validation_alias=AliasChoices("test_examples", "dev_examples"))
+    validation_accuracy: float | None = None
+    validation_examples: int | None = None
+    splits: dict[str, Any] = Field(default_factory=dict, description="sizes, labels and origin of each split")
     job_id: str | None = None
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     library_versions: dict[str, str | None] = Field(default_factory=dict)

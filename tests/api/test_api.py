@@ -31,7 +31,8 @@ def _publish_variant(settings: Settings, model_dir: Path, variant: str = "baseli
         store.publish(staged, VariantManifest(
             family=FAMILY, variant=variant, runtime="torch", precision="fp32", base_model_id="tiny",
             technique=Technique(name="random-init"), labels={0: "negative", 1: "positive"},
-            num_parameters=1, num_layers=3, dev_accuracy=0.5, dev_examples=10))
+            num_parameters=1, num_layers=3, test_accuracy=0.5, test_examples=10,
+            validation_accuracy=0.5))
 
 
 @pytest.fixture
@@ -89,7 +90,7 @@ def test_variants_and_showdown(client: TestClient) -> None:
     one = client.get(f"/variants/{FAMILY}/baseline-fp32").json()
     assert len(one["files"]) >= 3 and one["size_bytes"] > 0
     table = client.get("/reports/showdown").json()
-    assert table["family"] == FAMILY and table["rows"][0]["dev_accuracy_at_creation"] == 0.5
+    assert table["family"] == FAMILY and table["rows"][0]["test_accuracy_at_creation"] == 0.5
     assert table["rows"][0]["cpu"]["na"].startswith("no benchmark run yet")
     md = client.get("/reports/showdown", params={"format": "markdown"}).text
     assert "| baseline-fp32 | " in md and "no benchmark run yet" in md

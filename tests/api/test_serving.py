@@ -44,11 +44,11 @@ def _publish(settings: Settings, model_dir: Path, variant: str = "baseline-fp32"
     store = VariantStore(settings.store_dir)
     with store.staging(FAMILY, variant) as staged:
         shutil.copytree(model_dir, staged, dirs_exist_ok=True)
-        fields: dict[str, Any] = {"runtime": "torch", "precision": "fp32", **kw}
+        fields: dict[str, Any] = {"runtime": "torch", "precision": "fp32", "test_accuracy": 0.5,
+                                  "validation_accuracy": 0.5, **kw}
         store.publish(staged, VariantManifest(
             family=FAMILY, variant=variant, base_model_id="tiny", technique=Technique(name="random-init"),
-            labels={0: "negative", 1: "positive"}, num_parameters=1, num_layers=3, dev_accuracy=0.5,
-            dev_examples=10, **fields))
+            labels={0: "negative", 1: "positive"}, num_parameters=1, num_layers=3, test_examples=10, **fields))
 
 
 @pytest.fixture
@@ -300,14 +300,17 @@ def _run(variants: dict[str, tuple[float, float]], recommended_batch: int = 1) -
 
 def test_default_variant_follows_the_showdown_recommendation(tmp_path: Path, tiny_model_dir: Path) -> None:
     settings = _settings(tmp_path)
-    for name in ("baseline-fp32", "pruned-fp32", "small-fp32"):
-        _publish(settings, tiny_model_dir, name)
+    # The gate reads validation accuracy (pruned loses beyond the 99 % gate there) and never the test
+    # accuracy the run measured, on which pruned-fp32 looks best: choosing on it would be optimistic.
+    validation = {"baseline-fp32": 0.90, "pruned-fp32": 0.80, "small-fp32": 0.895}
+    for name, acc in validation.items():
+        _publish(settings, tiny_model_dir, name, validation_accuracy=acc)
     with TestClient(create_app(settings)) as c:
         # no run: the fallback order (pruned-fp32 before baseline-fp32)
         assert c.post("/predict", json={"text": "x"}).json()["variant"] == "pruned-fp32"
-        # pruned loses accuracy beyond the 99 % gate; small-fp32 is the fastest that passes
+        # small-fp32 is the fastest that passes on validation
         VariantStore(settings.store_dir).save_report(FAMILY, "run-1", _run(
-            {"baseline-fp32": (0.90, 10.0), "pruned-fp32": (0.80, 2.0), "small-fp32": (0.895, 4.0)}))
+            {"baseline-fp32": (0.90, 10.0), "pruned-fp32": (0.95, 2.0), "small-fp32": (0.895, 4.0)}))
         assert c.post("/predict", json={"text": "x"}).json()["variant"] == "small-fp32"
 
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 def test_cancel_running_and_queued_jobs(stack_settings: Settings, cpu_worker: Worker, tiny_encoder_dir: Path) -> None:
     slow = {"base_model": str(tiny_encoder_dir), "family": "cancel-it", "train_examples": 3000,
-            "dev_examples": 32, "finetune": {"epochs": 2, "batch_size": 8, "max_length": 32,
+            "validation_examples": 32, "test_examples": 32, "finetune": {"epochs": 2, "batch_size": 8, "max_length": 32,
                                              "early_stopping_patience": None}}
     with TestClient(create_app(stack_settings)) as client:
         first = client.post("/jobs/compress", json={"preset": "tiny", "recipe": slow}).json()["job_id"]

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from slimbert.config import Settings
-from slimbert.data import load_sst2
+from slimbert.data import sst2_splits
 from slimbert.inference.bucketing import accuracy_of
 from slimbert.inference.loader import load_variant
 from slimbert.store.store import VariantStore, sha256_file
@@ -60,13 +60,18 @@ def check_store(settings: Settings, family: str, job: dict[str, Any]) -> None:
     assert int8.technique.params["source"] == "pruned-fp32"
     assert [(m.runtime, m.precision) for m in (base, pruned)] == [("torch", "fp32")] * 2 and int8.precision == "int8"
     assert (int8.num_layers, int8.num_parameters) == (pruned.num_layers, pruned.num_parameters)
-    # Every accuracy is on one split: the recipe's seeded subset of SST-2 validation.
+    # Every reported accuracy is on the test split (GLUE dev), which nothing chose on; the validation split
+    # that chose is carved from GLUE train, apart from the sentences trained on.
     recipe = base.recipe
-    dev = load_sst2("validation", settings.sst2_dir, offline=settings.offline).subset(
-        recipe["dev_examples"], recipe["data_seed"])
+    splits = sst2_splits(settings.sst2_dir, offline=settings.offline, seed=recipe["data_seed"],
+                         validation_examples=recipe["validation_examples"], test_examples=recipe["test_examples"],
+                         train_examples=recipe["train_examples"])
+    dev, validation = splits.test, splits.validation
+    assert base.splits["selects"] == "validation" and base.splits["reports"] == "test"
+    assert base.splits["validation"]["examples"] == len(validation) and base.splits["test"]["examples"] == len(dev)
     for m in manifests.values():
         vdir = store.variant_dir(family, m.variant)
-        assert m.job_id == job["id"] and m.recipe == recipe and m.dev_examples == len(dev)
+        assert m.job_id == job["id"] and m.recipe == recipe and m.test_examples == len(dev)
         assert m.library_versions["torch"] and m.recipe["base_model"]
         for rel, digest in m.files.items():
             assert sha256_file(vdir / rel) == digest
@@ -75,15 +80,16 @@ def check_store(settings: Settings, family: str, job: dict[str, Any]) -> None:
         # their own runtime (ONNX Runtime for the int8 variant), never a figure carried over from the parent.
         predictor = load_variant(m, vdir, "cpu")
         assert predictor.runtime == m.runtime
-        assert m.dev_accuracy == accuracy_of(predictor, dev.texts, dev.labels), m.variant
+        assert m.test_accuracy == accuracy_of(predictor, dev.texts, dev.labels), m.variant
+        assert m.validation_accuracy == accuracy_of(predictor, validation.texts, validation.labels), m.variant
         # The job record reports the same figures.
         reported = job["results"]["variants"][m.variant]
-        assert (reported["dev_accuracy"], reported["parent"], reported["runtime"]) == (
-            m.dev_accuracy, m.parent, m.runtime)
+        assert (reported["test_accuracy"], reported["validation_accuracy"], reported["parent"],
+                reported["runtime"]) == (m.test_accuracy, m.validation_accuracy, m.parent, m.runtime)
     int8_stage = next(s for s in job["stages"] if s["name"] == "int8-dynamic:pruned-int8")
     assert int8_stage["state"] == "done"
-    assert (int8_stage["detail"]["runtime"], int8_stage["detail"]["dev_accuracy"],
-            int8_stage["detail"]["parent_dev_accuracy"]) == ("onnxruntime", int8.dev_accuracy, pruned.dev_accuracy)
+    assert (int8_stage["detail"]["runtime"], int8_stage["detail"]["test_accuracy"],
+            int8_stage["detail"]["parent_test_accuracy"]) == ("onnxruntime", int8.test_accuracy, pruned.test_accuracy)
     staging = settings.store_dir / ".staging"
     assert not staging.exists() or not any(staging.iterdir())
 
@@ -127,7 +133,7 @@ def test_tiny_model_job_end_to_end(stack_settings: Settings, cpu_worker: Worker,
 
 def test_minilm_job_end_to_end(stack_settings: Settings, cpu_worker: Worker) -> None:
     recipe = {
-        "family": "minilm-it", "train_examples": 320, "dev_examples": 160,
+        "family": "minilm-it", "train_examples": 320, "validation_examples": 160, "test_examples": 160,
         "finetune": {"epochs": 1, "batch_size": 32, "max_length": 48},
         "layer_pruning": {"drop": 2, "strategy": "sensitivity",
                           "refinetune": {"epochs": 1, "batch_size": 32, "max_length": 48}},

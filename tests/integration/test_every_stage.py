@@ -74,7 +74,7 @@ def test_every_stage_through_a_real_worker(stack_settings: Settings, cpu_worker:
         resolved = Recipe.model_validate(job["request"]["recipe"])
         for m in manifests.values():
             assert Recipe.model_validate(m.recipe) == resolved
-            assert m.dev_accuracy == job["results"]["variants"][m.variant]["dev_accuracy"]
+            assert m.test_accuracy == job["results"]["variants"][m.variant]["test_accuracy"]
             store.verify(m)
         assert {m.runtime for m in manifests.values()} == {"torch", "onnxruntime", "bitsandbytes"}
 

@@ -55,7 +55,8 @@ def with_reaper(app: FastAPI) -> FastAPI:
 def recipe(base: Path, family: str, train: int) -> dict[str, Any]:
     """Fine-tune and publish the baseline only: the shortest job that still trains and writes a variant."""
     return {"preset": "tiny", "benchmark": None, "device": "cpu", "recipe": {
-        "base_model": str(base), "family": family, "train_examples": train, "dev_examples": 32,
+        "base_model": str(base), "family": family, "train_examples": train,
+        "validation_examples": 32, "test_examples": 32,
         "finetune": {"epochs": 1, "batch_size": 8, "max_length": 32, "early_stopping_patience": None},
         "sensitivity": {"enabled": False}, "layer_pruning": None, "precision": None}}
 

@@ -58,7 +58,7 @@ def tuned_settings(tmp_path: Path, tiny_model_dir: Path) -> Settings:
     sst2 = tmp_path / "sst2"
     sst2.mkdir()
     words = ["great", "awful", "fine", "dull", "moving", "boring", "superb", "weak"]
-    for name, n in (("train.tsv", 64), ("dev.tsv", 48)):
+    for name, n in (("train.tsv", 96), ("dev.tsv", 48)):
         rows = [f"{words[i % 8]} film number {i} .\t{i % 2}" for i in range(n)]
         (sst2 / name).write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
     settings = Settings(store_dir=tmp_path / "store", sst2_dir=sst2, _env_file=None)  # type: ignore[call-arg]
@@ -68,22 +68,24 @@ def tuned_settings(tmp_path: Path, tiny_model_dir: Path) -> Settings:
         store.publish(staged, VariantManifest(
             family="tiny-tune", variant="baseline-fp32", runtime="torch", precision="fp32", base_model_id="tiny",
             technique=Technique(name="finetune"), labels={0: "negative", 1: "positive"}, num_parameters=10,
-            num_layers=3))
+            num_layers=3, recipe={"validation_examples": 32, "data_seed": 0}))
     return settings
 
 
 @pytest.fixture
 def judged_settings(tuned_settings: Settings) -> Settings:
-    """``tuned_settings`` with the dev labels rewritten to the baseline's own predictions, so the baseline
-    scores 1.0 and a candidate that disagrees with it is plainly worse."""
+    """``tuned_settings`` with every label (train and dev files, so whichever split the search gates on)
+    rewritten to the baseline's own prediction: the baseline scores 1.0, and a candidate that disagrees
+    with it is plainly worse."""
     store = VariantStore(tuned_settings.store_dir)
     manifest = store.manifest("tiny-tune", "baseline-fp32")
     baseline = load_variant(manifest, store.variant_dir("tiny-tune", "baseline-fp32"))
     assert tuned_settings.sst2_dir is not None
-    dev = tuned_settings.sst2_dir / "dev.tsv"
-    texts = read_tsv(dev).texts
-    labels = [p.label_id for p in baseline.predict(texts).predictions]
-    dev.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels, strict=True)))
+    for name in ("train.tsv", "dev.tsv"):
+        path = tuned_settings.sst2_dir / name
+        texts = read_tsv(path).texts
+        labels = [p.label_id for p in baseline.predict(texts).predictions]
+        path.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels, strict=True)))
     return tuned_settings
 
 
@@ -95,7 +97,7 @@ def _wrecked_candidate(settings: Settings, out: Path) -> tuple[Path, int]:
     model.bert.encoder.layer = model.bert.encoder.layer[:-1]
     model.config.num_hidden_layers -= 1
     assert settings.sst2_dir is not None
-    labels = read_tsv(settings.sst2_dir / "dev.tsv").labels
+    labels = [y for name in ("train.tsv", "dev.tsv") for y in read_tsv(settings.sst2_dir / name).labels]
     minority = int(sum(labels) * 2 < len(labels))
     with torch.no_grad():
         model.classifier.weight.zero_()
@@ -123,20 +125,19 @@ def test_a_clearly_worse_candidate_is_rejected_and_never_best(judged_settings: S
     search = _SearchWithWreckedCandidate(judged_settings, spec, lambda stage, pct, best: None, lambda: False)
     try:
         search.wrecked = _wrecked_candidate(judged_settings, tmp_path / "wrecked")
-        assert search.base_dev == search.dev.labels  # the baseline is right on every dev sentence
         outcome = search.run()
     finally:
         search.cleanup()
     trail = {e["candidate"]: e for e in outcome["trail"]}
     assert list(trail) == ["drop0-fp32", "wrecked-fp32"]
     base, wrecked = trail["drop0-fp32"], trail["wrecked-fp32"]
-    assert base["verdict"] == "passes the gate" and base["dev"]["accuracy"] == 1.0
+    assert base["verdict"] == "passes the gate" and base["validation"]["accuracy"] == 1.0
     screen = wrecked["screen"]
     assert screen["baseline_accuracy"] == 1.0 and screen["threshold"] == 0.99 and screen["accuracy"] <= 0.5
     assert screen["difference_upper95"] < 0 and screen["passes"] is False  # significantly below the baseline
     # Rejected on the held-out subset: never measured on the full split, never costed.
     assert wrecked["verdict"] == "rejected on the held-out subset"
-    assert "dev" not in wrecked and "cost_vs_baseline" not in wrecked
+    assert not {"dev", "validation", "size_mb", "cost_vs_baseline"} & set(wrecked)
     assert outcome["best"]["candidate"] == "drop0-fp32"
     wrecked_mb = sum(p.stat().st_size for p in (tmp_path / "wrecked").rglob("*") if p.is_file()) / 1e6
     assert wrecked_mb < base["size_mb"]  # so only the gate kept it from winning
@@ -154,7 +155,7 @@ def test_autotune_searches_publishes_winner_and_trail(tuned_settings: Settings) 
     names = [e["candidate"] for e in record.results["trail"]]
     assert names == ["drop0-fp32", "drop0-int8", "drop1-kd-fp32", "drop1-kd-int8"]
     best = record.results["best"]
-    assert best["verdict"] == "passes the gate" and "dev" in best and "screen" in best
+    assert best["verdict"] == "passes the gate" and "validation" in best and "screen" in best
     passing = [e for e in record.results["trail"] if e["verdict"] == "passes the gate"]
     assert best["cost_vs_baseline"] == min(e["cost_vs_baseline"] for e in passing)
     store = VariantStore(tuned_settings.store_dir)

@@ -112,7 +112,7 @@ def test_tiny_preset_keeps_the_quick_names(tmp_path: Path, sst2_dir: Path, encod
     assert int8.runtime == "onnxruntime" and int8.parent == "pruned-fp32" and int8.technique.name == "int8-dynamic"
     for manifest in store.manifests("unit"):
         assert Recipe.model_validate(manifest.recipe) == recipe  # enough to rebuild the variant
-        assert manifest.dev_accuracy == results["variants"][manifest.variant]["dev_accuracy"]
+        assert manifest.test_accuracy == results["variants"][manifest.variant]["test_accuracy"]
 
 
 def test_every_stage_on_a_tiny_model(tmp_path: Path, sst2_dir: Path, encoder64: Path) -> None:
@@ -157,7 +157,8 @@ def test_every_stage_on_a_tiny_model(tmp_path: Path, sst2_dir: Path, encoder64: 
     assert len(set(widths)) == 1 and reloaded.config.intermediate_size == widths[0]
     BertForSequenceClassification.from_pretrained(store.variant_dir("every", "heads-fp32"))
     for name, manifest in m.items():
-        assert manifest.dev_accuracy is not None and manifest.dev_examples == 32, name
+        assert manifest.test_accuracy is not None and manifest.test_examples == 32, name
+        assert manifest.validation_accuracy is not None and manifest.validation_examples == 32, name
 
 
 def test_target_layers_with_distillation(tmp_path: Path, sst2_dir: Path, encoder64: Path) -> None:

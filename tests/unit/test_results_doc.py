@@ -25,7 +25,7 @@ def test_sections_are_replaced_in_place(tmp_path: Path) -> None:
 def test_variant_rows_carry_wilson_intervals() -> None:
     m = VariantManifest(family="f", variant="baseline-fp32", runtime="torch", precision="fp32", base_model_id="x",
                         technique=Technique(name="finetune"), labels={0: "a", 1: "b"}, num_parameters=1000,
-                        dev_accuracy=0.8589, dev_examples=872)
+                        test_accuracy=0.8589, test_examples=872)
     row = variants_table([m]).splitlines()[2]
     # 749/872 correct: Wilson 95% interval [0.8343, 0.8805] (by hand: centre 0.8574, half-width 0.0231)
     assert "0.8589 [0.834, 0.880]" in row and "| 872 |" in row

@@ -29,7 +29,7 @@ def test_cpu_run_measures_every_variant(bench_settings: Settings) -> None:
             assert lat["runs"] == 3 and lat["p50"] > 0 and lat["p99"] >= lat["p50"]
             assert lat["seq_len"] == 128 and lat["throughput_seq_s"] > 0
         lo, hi = row["accuracy_ci95"]
-        assert lo <= row["accuracy"] <= hi and row["dev_examples"] == 24
+        assert lo <= row["accuracy"] <= hi and row["test_examples"] == 24
         assert row["peak_memory"]["peak_mb"] >= 0 and "method" in row["peak_memory"]
         assert row["load_ms"] > 0
     assert base["gflops_per_sequence"]["method"] == "measured"

@@ -13,7 +13,7 @@ def _manifest(variant: str = "baseline-fp32") -> VariantManifest:
     return VariantManifest(
         family="fam", variant=variant, runtime="torch", precision="fp32", base_model_id="tiny",
         technique=Technique(name="finetune", params={"epochs": 1}), labels={0: "negative", 1: "positive"},
-        num_parameters=123, dev_accuracy=0.5, recipe={"a": {"b": [1, 2]}},
+        num_parameters=123, test_accuracy=0.5, recipe={"a": {"b": [1, 2]}},
     )
 
 
