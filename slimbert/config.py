@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     # A base model given as a local path must lie under one of these roots.
     allowed_model_roots: list[Path] = Field(default_factory=lambda: [PROJECT_ROOT, PROJECT_ROOT.parent])
     default_model_id: str = "sentence-transformers/all-MiniLM-L6-v2"
+    # A user's checkpoint is data, never code: pickled weights (.bin, .pt) can run code when unpickled, so
+    # only safetensors load unless this is set for checkpoints you trust. trust_remote_code is never set.
+    allow_pickled_checkpoints: bool = False
 
     # Queue and device policy
     gpu_fallback_to_cpu: bool = True

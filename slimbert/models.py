@@ -4,6 +4,7 @@ network unless the settings allow it."""
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 from pathlib import Path
 
@@ -51,8 +52,37 @@ def _under(path: Path, roots: list[Path]) -> bool:
     return any(path == root or root in path.parents for root in roots)
 
 
+# Weight files that are pickles: loading one can run arbitrary code (transformers' own advisories).
+PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def check_untrusted(path: Path, settings: Settings) -> None:
+    """Refuse a checkpoint that would run code: pickled weights (unless allowed) or custom modelling code.
+
+    SlimBERT never passes ``trust_remote_code``; a config with ``auto_map`` would need it.
+    """
+    has_safetensors = any(path.glob("*.safetensors"))
+    pickled = sorted(p.name for p in path.iterdir() if p.suffix in PICKLED_SUFFIXES)
+    if not has_safetensors and pickled and not settings.allow_pickled_checkpoints:
+        raise ModelUnavailable(
+            f"{path} holds pickled weights only ({', '.join(pickled)}); pickles can run code when loaded",
+            hint="re-save the model with save_pretrained(..., safe_serialization=True) to get model.safetensors, "
+            "or set SLIMBERT_ALLOW_PICKLED_CHECKPOINTS=true for a checkpoint you trust")
+    if not has_safetensors and not pickled:
+        raise ModelUnavailable(f"no weights in {path}", hint="save the model with save_pretrained first")
+    config = json.loads((path / "config.json").read_text())
+    if config.get("auto_map"):
+        raise ModelUnavailable(
+            f"{path}/config.json asks for custom modelling code (auto_map), which would need trust_remote_code",
+            hint="SlimBERT runs only transformers' own architectures (BERT, RoBERTa, DistilBERT, ELECTRA, "
+            "DeBERTa-v2); export the model as one of those")
+
+
 def resolve_model(model_id: str, settings: Settings) -> str:
-    """A local directory (or, when online, a hub id) that ``from_pretrained`` can open."""
+    """A local directory (or, when online, a hub id) that ``from_pretrained`` can open.
+
+    A local directory is checked with :func:`check_untrusted` first: its weights are data, never code.
+    """
     if model_id.startswith(("/", ".", "~")):
         path = Path(model_id).expanduser().resolve()
         if not _under(path, settings.allowed_model_roots):
@@ -65,6 +95,7 @@ def resolve_model(model_id: str, settings: Settings) -> str:
             raise ModelUnavailable(
                 f"no config.json in {path}", hint="point at a directory written by save_pretrained"
             )
+        check_untrusted(path, settings)
         return str(path)
     if model_id in settings.model_aliases:
         return str(settings.model_aliases[model_id])
@@ -103,6 +134,8 @@ def load_classifier(path: str, labels: dict[int, str]) -> PreTrainedModel:
         return from_pretrained_pruned(AutoModelForSequenceClassification, path)
     model = AutoModelForSequenceClassification.from_pretrained(
         path,
+        trust_remote_code=False,  # never: a checkpoint is data (models.check_untrusted refused auto_map)
+        use_safetensors=any(Path(path).glob("*.safetensors")) or None,
         num_labels=len(labels),
         id2label=labels,
         label2id={v: k for k, v in labels.items()},

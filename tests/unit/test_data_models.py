@@ -49,3 +49,41 @@ def test_local_path_must_lie_under_allowed_roots(tmp_path: Path, tiny_model_dir:
         resolve_model(str(tiny_model_dir), settings)
     allowed = Settings(allowed_model_roots=[tiny_model_dir.parent], _env_file=None)  # type: ignore[call-arg]
     assert resolve_model(str(tiny_model_dir), allowed) == str(tiny_model_dir)
+
+
+def _checkpoint(tmp_path: Path, tiny_model_dir: Path, name: str, *, pickled: bool) -> Path:
+    """A copy of the tiny model, its weights as safetensors or as a pickle (what torch.save writes)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    out = tmp_path / name
+    shutil.copytree(tiny_model_dir, out)
+    if pickled:
+        state = load_file(str(out / "model.safetensors"))
+        (out / "model.safetensors").unlink()
+        torch.save(state, out / "pytorch_model.bin")
+    return out
+
+
+def test_a_pickled_checkpoint_is_refused_unless_allowed(tmp_path: Path, tiny_model_dir: Path) -> None:
+    model = _checkpoint(tmp_path, tiny_model_dir, "pickled", pickled=True)
+    strict = Settings(allowed_model_roots=[tmp_path], _env_file=None)  # type: ignore[call-arg]
+    with pytest.raises(ModelUnavailable, match="pickled weights only") as refused:
+        resolve_model(str(model), strict)
+    assert "safe_serialization=True" in refused.value.hint and "ALLOW_PICKLED" in refused.value.hint
+    trusting = Settings(allowed_model_roots=[tmp_path], allow_pickled_checkpoints=True,  # type: ignore[call-arg]
+                        _env_file=None)
+    assert resolve_model(str(model), trusting) == str(model)
+    assert resolve_model(str(_checkpoint(tmp_path, tiny_model_dir, "safe", pickled=False)), strict)
+
+
+def test_custom_modelling_code_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+    import json
+
+    model = _checkpoint(tmp_path, tiny_model_dir, "remote", pickled=False)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModel": "evil.EvilModel"}}))
+    with pytest.raises(ModelUnavailable, match="trust_remote_code"):
+        resolve_model(str(model), Settings(allowed_model_roots=[tmp_path], _env_file=None))  # type: ignore[call-arg]
