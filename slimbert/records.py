@@ -56,6 +56,9 @@ JobKind = Literal["compress", "benchmark", "autotune"]
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 StageState = Literal["running", "done", "skipped", "failed"]
+# Job records and reports are written group-readable and -writable: every service (API, cpu and gpu
+# workers) shares the store's volume under one gid.
+SHARED_FILE_MODE = 0o664
 
 
 # --- Benchmark runs and the showdown ------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from slimbert.errors import JobCancelled, JobNotFound
-from slimbert.records import JobKind, JobState, StageState
+from slimbert.records import SHARED_FILE_MODE, JobKind, JobState, StageState
 
 
 def utcnow() -> datetime:
@@ -80,6 +80,8 @@ class JobStore:
     def save(self, record: JobRecord) -> JobRecord:
         path = self._path(record.id)
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".json")
+        # mkstemp makes 0600: a worker of another service (or uid) sharing the volume must read and write it.
+        os.fchmod(fd, SHARED_FILE_MODE)
         with os.fdopen(fd, "w") as fh:
             fh.write(record.model_dump_json(indent=2))
             fh.flush()

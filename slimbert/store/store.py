@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from slimbert.errors import SlimBertError, StoreError, VariantNotFound
+from slimbert.records import SHARED_FILE_MODE
 from slimbert.store.manifest import MANIFEST_NAME, VariantManifest, is_valid_name
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,7 @@ class VariantStore:
         if target.exists():
             raise StoreError(f"benchmark run {run_id} already exists", hint="each run needs a new id")
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        os.fchmod(fd, SHARED_FILE_MODE)  # mkstemp makes 0600; every service reads the runs
         with os.fdopen(fd, "w") as fh:
             json.dump(report, fh, indent=1)
             fh.flush()

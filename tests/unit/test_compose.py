@@ -103,3 +103,53 @@ def test_env_example_documents_every_setting() -> None:
     text = (ROOT / ".env.example").read_text()
     documented = set(re.findall(r"^#?\s*SLIMBERT_([A-Z0-9_]+)=", text, flags=re.M))
     assert documented == {name.upper() for name in Settings.model_fields}
+
+
+def _user_of(dockerfile: str) -> tuple[str, str]:
+    """(uid, gid) the image's final USER runs as, from its ARG defaults and useradd/groupadd lines."""
+    text = (ROOT / dockerfile).read_text()
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.M))
+    uid = re.search(r"useradd [^\n]*--uid \"?\$?\{?(\w+)", text)
+    gid = re.search(r"groupadd [^\n]*--gid \"?\$?\{?(\w+)", text)
+    assert uid and gid, f"{dockerfile} creates no user and group with fixed ids"
+    user = re.findall(r"^USER (\S+)$", text, re.M)[-1]
+    assert user == "slimbert:slimbert", f"{dockerfile} runs as {user}"
+    return args.get(uid[1], uid[1]), args.get(gid[1], gid[1])
+
+
+def test_every_image_runs_as_one_uid_and_gid() -> None:
+    """Every service writes the shared models-store volume: a second uid could not write the first's files."""
+    assert _user_of("Dockerfile.cpu") == _user_of("Dockerfile.gpu") == ("1000", "1000")
+    # The CUDA base is Ubuntu 24.04, whose user "ubuntu" already holds 1000: it must be removed first.
+    gpu = (ROOT / "Dockerfile.gpu").read_text()
+    assert "ubuntu24.04" not in gpu or gpu.index("userdel --remove ubuntu") < gpu.index("useradd")
+
+
+def test_job_records_and_reports_are_shared_with_the_group(tmp_path: Path) -> None:
+    import stat
+
+    from slimbert.jobs.store import JobRecord, JobStore
+    from slimbert.store.store import VariantStore
+
+    jobs = JobStore(tmp_path / "jobs")
+    record = jobs.save(JobRecord(id=jobs.new_id()))
+    report = VariantStore(tmp_path / "store").save_report("fam", "run-1", {"run_id": "run-1"})
+    for path in (tmp_path / "jobs" / f"{record.id}.json", report):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o060 == 0o060, f"{path.name} is {oct(mode)}: another service cannot update it"
+
+
+def test_build_context_leaves_out_the_venv_store_and_data() -> None:
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert {".venv", "models_store", "data", ".git", "var"} <= ignored
+    # ... but keeps what the Dockerfiles copy.
+    for dockerfile in ("Dockerfile.cpu", "Dockerfile.gpu"):
+        for src in re.findall(r"^COPY (\S+)", (ROOT / dockerfile).read_text(), re.M):
+            assert src not in ignored, f"{dockerfile} copies {src}, which .dockerignore leaves out"
+
+
+def test_data_mount_defaults_inside_the_project(compose: dict[str, Any]) -> None:
+    for name in ("api", "worker-cpu", "worker-gpu"):
+        mounts = [v for v in compose["services"][name]["volumes"] if v.endswith(":/data/sst2:ro")]
+        assert mounts == ["${SST2_DIR:-./data/sst2}:/data/sst2:ro"], name
