@@ -12,13 +12,14 @@ from app.errors import install_error_handlers
 from app.services.queue import QueueClient
 from app.services.reaper import start_reaper, stop_reaper
 from app.serving.engine import ServingEngine
-from slimbert.config import Settings, get_settings
+from slimbert.config import Settings, check_exposure, get_settings
 from slimbert.jobs import JobStore
 from slimbert.store.store import VariantStore
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    check_exposure(settings)  # closed by default: no keys, no listening beyond loopback
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -16,6 +16,7 @@ the tokenization time of one sentence, with the CPU, its flags and the thread co
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -60,11 +61,11 @@ def main() -> int:
     if not dev.is_file():
         raise SystemExit(f"SST-2 dev split not found at {dev} (SLIMBERT_SST2_DIR)")
     texts = [ln.split("\t")[0] for ln in dev.read_text().splitlines()[1:]][: args.texts]
-    with tempfile.TemporaryDirectory(prefix="bench-ort-batching-") as tmp:
-        store = build_store(Path(tmp) / "store")
-        predictors = {v: load_variant(store.manifest(FAMILY, v), store.variant_dir(FAMILY, v))
-                      for v in ("baseline-int8", "baseline-fp32")}
-    tok = predictors["baseline-int8"].tokenizer  # type: ignore[attr-defined]
+    tmp = tempfile.TemporaryDirectory(prefix="bench-ort-batching-")  # kept until the end: the variants' files
+    store = build_store(Path(tmp.name) / "store")
+    predictors = {v: load_variant(store.manifest(FAMILY, v), store.variant_dir(FAMILY, v))
+                  for v in ("baseline-int8", "baseline-fp32")}
+    tok = predictors["baseline-int8"].tokenizer
     by_length = sorted(texts, key=lambda t: len(tok(t)["input_ids"]))
     b = args.batch_size
     layouts: dict[str, list[list[str]]] = {
@@ -75,13 +76,13 @@ def main() -> int:
     runs: dict[tuple[str, str], list[tuple[float, float]]] = {}
     single_tok: list[float] = []
     passes: list[tuple[str, str, Callable[[], tuple[float, float, list[float]]]]] = [
-        (v, name, lambda p=p, bs=bs: one_pass(p, bs)) for v, p in predictors.items() for name, bs in layouts.items()]
+        (v, name, functools.partial(one_pass, p, bs)) for v, p in predictors.items() for name, bs in layouts.items()]
     for _, _, run in passes:  # warm-up pass
         run()
     for _ in range(args.repeats):
         for v, name, run in passes:
-            wall, model, toks = run()
-            runs.setdefault((v, name), []).append((wall / len(texts), model / len(texts)))
+            wall_ms, model_ms, toks = run()
+            runs.setdefault((v, name), []).append((wall_ms / len(texts), model_ms / len(texts)))
             if name == "batch 1":
                 single_tok += toks
 
@@ -101,6 +102,7 @@ def main() -> int:
         print(f"| {v} | {name} | {statistics.median(wall):.2f} ({min(wall):.2f}-{max(wall):.2f}) | "
               f"{statistics.median(model):.2f} |")
     q = statistics.quantiles(single_tok, n=20)
+    tmp.cleanup()
     print(f"\nTokenization of one sentence (batch 1, both variants): median {statistics.median(single_tok):.2f} ms, "
           f"5-95% {q[0]:.2f}-{q[-1]:.2f} ms over {len(single_tok)} calls")
     return 0

@@ -17,6 +17,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -48,7 +49,7 @@ def synthetic_store(root: Path) -> VariantStore:
     torch.manual_seed(0)
     model = load_classifier(str(src), labels)
     tokenizer = load_tokenizer(str(src))
-    common = {"family": "synthetic", "base_model_id": MINILM, "labels": labels}
+    common: dict[str, Any] = {"family": "synthetic", "base_model_id": MINILM, "labels": labels}
     with store.staging("synthetic", "baseline-fp32") as fp32:
         model.save_pretrained(fp32)
         tokenizer.save_pretrained(fp32)

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,7 @@ async def load(url: str, variant: str, texts: list[str], clients: int, seconds: 
     return latencies
 
 
-def pct(values: list[float], q: float) -> float:
+def pct(values: Sequence[float], q: float) -> float:
     s = sorted(values)
     pos = (len(s) - 1) * q / 100
     lo = int(pos)

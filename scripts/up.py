@@ -89,6 +89,8 @@ def main() -> int:
                         help="write this run's section (variants, showdown, recipe) into FILE, e.g. docs/RESULTS.md")
     args = parser.parse_args()
 
+    # The API learns where it listens, so it can refuse to listen beyond loopback without keys.
+    os.environ["SLIMBERT_API_HOST"] = args.host
     settings = get_settings()
     if not answers(settings.redis_url):
         start(settings.redis_url, ROOT / "var" / "redis")

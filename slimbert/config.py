@@ -6,6 +6,7 @@ Every field can be set as an environment variable prefixed ``SLIMBERT_`` (for ex
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -60,6 +61,9 @@ class Settings(BaseSettings):
 
     # Access: key -> role. Jobs and deletes always need an admin key when any key is set.
     api_keys: dict[str, Role] = Field(default_factory=dict)
+    # The address the API listens on. Beyond loopback the API refuses to start without api_keys, and a
+    # job submitted over a non-loopback interface without keys is refused: closed by default.
+    api_host: str = "127.0.0.1"
     open_predict: bool = True
 
     # Limits
@@ -127,3 +131,22 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read once from the environment and validated."""
     return Settings()
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and "localhost"; False for 0.0.0.0, :: and every other address."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse an API that listens beyond loopback with no key: anyone who can reach it could queue jobs."""
+    if not settings.api_keys and not is_loopback(settings.api_host):
+        raise ValueError(
+            f"the API would listen on {settings.api_host} with no API keys, so anyone who reaches it could "
+            "submit jobs; set SLIMBERT_API_KEYS (for example '{\"<a long random key>\": \"admin\"}'), or listen on "
+            "127.0.0.1 (SLIMBERT_API_HOST)")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
 from app.services.queue import QueueClient
-from slimbert.config import Role, Settings
+from slimbert.config import Role, Settings, is_loopback
 from slimbert.errors import SlimBertError
 from slimbert.jobs import JobStore
 from slimbert.store.store import VariantStore
@@ -47,6 +48,20 @@ class Forbidden(SlimBertError):
     status_code = 403
 
 
+def _beyond_loopback(request: Request) -> bool:
+    """Whether the request arrived on a network interface other than loopback (the socket's own address:
+    uvicorn --host 0.0.0.0 accepts on every interface). In-process test transports have no address."""
+    server = request.scope.get("server")
+    if not server:
+        return False
+    host = str(server[0])
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False  # not a socket address: an in-process ASGI transport
+    return not is_loopback(host)
+
+
 def _role_of(key: str | None, settings: Settings) -> Role | None:
     if not key:
         return None
@@ -60,8 +75,11 @@ def _role_of(key: str | None, settings: Settings) -> Role | None:
 def require(role: Role) -> Any:
     """A dependency that admits ``role`` (admin also admits everything)."""
 
-    def check(settings: SettingsDep, key: Annotated[str | None, Depends(_api_key)]) -> None:
+    def check(request: Request, settings: SettingsDep, key: Annotated[str | None, Depends(_api_key)]) -> None:
         if not settings.api_keys:
+            if role == "admin" and _beyond_loopback(request):
+                raise Unauthorized("this API has no keys and the request came over a non-loopback interface",
+                                   hint="set SLIMBERT_API_KEYS with an admin key, or call from 127.0.0.1")
             return  # no keys configured: a local, single-user setup
         if role == "predict" and settings.open_predict:
             return

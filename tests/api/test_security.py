@@ -290,3 +290,28 @@ def test_workers_ack_late_and_carry_time_limits() -> None:
     assert conf.task_soft_time_limit == settings.task_soft_time_limit_s
     assert conf.task_time_limit == settings.task_time_limit_s > conf.task_soft_time_limit
     assert conf.worker_cancel_long_running_tasks_on_connection_loss is False
+
+
+def test_the_api_refuses_to_listen_beyond_loopback_without_keys(tmp_path: Path) -> None:
+    for host in ("0.0.0.0", "::", "192.0.2.10"):
+        with pytest.raises(ValueError, match="SLIMBERT_API_KEYS"):
+            create_app(_settings(tmp_path, api_host=host))
+    create_app(_settings(tmp_path, api_host="0.0.0.0", api_keys=KEYS))  # with keys it starts
+    for host in ("127.0.0.1", "localhost", "::1"):
+        create_app(_settings(tmp_path, api_host=host))  # the embedded default stays keyless
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ADMIN_CALLS)
+def test_a_keyless_api_refuses_jobs_from_beyond_loopback(tmp_path: Path, tiny_model_dir: Path, method: str,
+                                                         path: str, body: object) -> None:
+    """Started with --host 0.0.0.0 but SLIMBERT_API_HOST left at its default: a request that arrives on a
+    non-loopback interface (the socket's own address, in the ASGI scope) still cannot change anything."""
+    settings = _settings(tmp_path)
+    _publish_variant(settings, tiny_model_dir)
+    # In-process: the test client puts the base URL's host in scope["server"]; nothing goes on a network.
+    with TestClient(create_app(settings), base_url="http://192.0.2.10:8000", raise_server_exceptions=False) as c:
+        resp = _call(c, method, path, body)
+        assert resp.status_code == 401 and "non-loopback" in resp.json()["detail"], resp.text
+        assert _call(c, "GET", "/variants", None).status_code == 200  # reads stay open
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8000", raise_server_exceptions=False) as c:
+        assert _call(c, method, path, body).status_code not in (401, 403)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from slimbert.config import Settings
+from slimbert.config import Settings, check_exposure
 from slimbert.tasks import QUEUE_CPU, QUEUE_GPU, QUEUES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,7 +83,13 @@ def test_environment_names_settings_and_store_path_agrees(compose: dict[str, Any
         host, port = re.match(r"redis://([^:/]+):(\d+)", env["SLIMBERT_REDIS_URL"]).groups()  # type: ignore[union-attr]
         assert host == "redis" and port == "6379"
         assert svc["depends_on"]["redis"]["condition"] == "service_healthy"
-        Settings(**{k.removeprefix("SLIMBERT_").lower(): v for k, v in env.items()}, _env_file=None)
+        # Compose's "${VAR:?message}" makes the operator set VAR; here, as an operator would, set one.
+        given = {k: {"a-long-random-key": "admin"} if str(v).startswith("${SLIMBERT_API_KEYS:?") else v
+                 for k, v in env.items()}
+        settings = Settings(**{k.removeprefix("SLIMBERT_").lower(): v for k, v in given.items()}, _env_file=None)
+        if name == "api":  # it listens on 0.0.0.0: closed by default, so compose demands a key
+            assert settings.api_host == "0.0.0.0" and str(env["SLIMBERT_API_KEYS"]).startswith("${SLIMBERT_API_KEYS:?")
+            check_exposure(settings)
 
 
 @pytest.mark.parametrize("dockerfile", ["Dockerfile.cpu", "Dockerfile.gpu"])
