@@ -9,10 +9,13 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import importlib.util
+import json
 import logging
 import os
 import platform
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -190,6 +193,22 @@ def describe_environment() -> dict[str, Any]:
 
 
 def worker_capabilities() -> dict[str, Any]:
-    """Capabilities a worker reports when it starts (served to ``GET /workers``)."""
-    return {"hostname": socket.gethostname(), "pid": os.getpid(), "platform": platform.platform(),
-            **describe_environment()}
+    """Capabilities a worker reports when it starts (served to ``GET /workers``), probed in a child process.
+
+    A Celery prefork parent must never initialise CUDA: the children it forks could not use it then
+    (fp16 variants, the GPU benchmark column, GPU predictions). So CUDA, threads and CPU flags are
+    probed by ``python -m slimbert.hardware`` in a fresh process, and only its JSON comes back.
+    """
+    here = {"hostname": socket.gethostname(), "pid": os.getpid(), "platform": platform.platform()}
+    try:
+        done = subprocess.run([sys.executable, "-m", "slimbert.hardware"], capture_output=True, text=True,
+                              timeout=120, check=True)
+        probed: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError, subprocess.SubprocessError) as exc:
+        logger.warning("capability probe failed: %s", exc)
+        probed = {"probe_error": str(exc)[:300]}
+    return {**here, **probed}
+
+
+if __name__ == "__main__":  # the probe worker_capabilities runs: one JSON line on stdout
+    print(json.dumps(describe_environment(), default=str))  # noqa: T201
