@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -64,13 +65,51 @@ class FinetuneResult:
 LossFn = Callable[[PreTrainedModel, dict[str, torch.Tensor], int, int], torch.Tensor]
 
 
+@dataclass
+class Amp:
+    """Mixed precision for training on a CUDA device: bf16 autocast where the GPU has it, else fp16 with a
+    gradient scaler. On a CPU, nothing changes: fp32 throughout."""
+
+    dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+
+    @classmethod
+    def for_model(cls, model: torch.nn.Module) -> Amp:
+        device = next(model.parameters()).device
+        if device.type != "cuda":
+            return cls()
+        if torch.cuda.is_bf16_supported():
+            return cls(torch.bfloat16)
+        return cls(torch.float16, torch.amp.GradScaler("cuda"))
+
+    def autocast(self) -> Any:
+        return torch.autocast("cuda", dtype=self.dtype) if self.dtype is not None else contextlib.nullcontext()
+
+
+def on_device(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``batch`` on the device ``model`` lives on (the orchestrator places the model; data follows it)."""
+    device = next(model.parameters()).device
+    return batch if device.type == "cpu" else {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
 def train_step(model: PreTrainedModel, batch: dict[str, torch.Tensor], step: int, total: int,
-               optimizer: torch.optim.Optimizer, scheduler: Any, loss_fn: LossFn | None = None) -> torch.Tensor:
-    """One optimizer step with gradient clipping; returns the detached loss."""
-    loss = loss_fn(model, batch, step, total) if loss_fn else model(**batch).loss
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
+               optimizer: torch.optim.Optimizer, scheduler: Any, loss_fn: LossFn | None = None,
+               amp: Amp | None = None) -> torch.Tensor:
+    """One optimizer step with gradient clipping, on the model's device; returns the detached loss."""
+    amp = amp or Amp()
+    batch = on_device(model, batch)
+    with amp.autocast():
+        loss = loss_fn(model, batch, step, total) if loss_fn else model(**batch).loss
+    if amp.scaler is not None:
+        amp.scaler.scale(loss).backward()
+        amp.scaler.unscale_(optimizer)  # clip the true gradients
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        amp.scaler.step(optimizer)
+        amp.scaler.update()
+    else:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return loss.detach()
@@ -92,7 +131,7 @@ def evaluate(
     preds: list[int] = []
     loss_sum = 0.0
     for batch in iter_batches(tokenizer, data, batch_size=batch_size, max_length=max_length):
-        out = model(**batch)
+        out = model(**on_device(model, batch))
         loss_sum += float(out.loss) * len(batch["labels"])
         preds.extend(out.logits.argmax(-1).tolist())
     model.train(was_training)
@@ -130,6 +169,7 @@ def finetune(
     ]
     optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
+    amp = Amp.for_model(model)
     best_acc, best_loss, best_state, stale = -1.0, math.inf, None, 0
     history: list[dict[str, float]] = []
     step = 0
@@ -141,7 +181,7 @@ def finetune(
             shuffle=True, seed=cfg.seed + epoch, group_by_length=True,
         )
         for batch in batches:
-            train_step(model, batch, step, total, optimizer, scheduler, loss_fn)
+            train_step(model, batch, step, total, optimizer, scheduler, loss_fn, amp)
             step += 1
             if progress and (step % 5 == 0 or step == total):
                 # Leave the last slice of the bar for the per-epoch dev evaluation.

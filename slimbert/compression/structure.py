@@ -20,7 +20,7 @@ from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from slimbert.compression.distill import distillation_loss_fn
-from slimbert.compression.finetune import FinetuneConfig, evaluate, finetune, train_step
+from slimbert.compression.finetune import Amp, FinetuneConfig, evaluate, finetune, train_step
 from slimbert.compression.gradual import GradualPruner
 from slimbert.compression.heads import alive_heads, count_encoder_parameters
 from slimbert.compression.layers import drop_layers
@@ -150,6 +150,7 @@ def train_with_pruner(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
         events.append({"step": step, "head_sparsity": round(heads, 4), "ffn_sparsity": round(ffn, 4),
                        "encoder_parameters": count_encoder_parameters(model)})
 
+    amp = Amp.for_model(model)  # bf16/fp16 autocast on a GPU; fp32 on a CPU
     start, step, losses = time.perf_counter(), 0, []
     for epoch in range(t.epochs):
         for batch in iter_batches(tokenizer, train, batch_size=t.batch_size, max_length=t.max_length,
@@ -158,7 +159,7 @@ def train_with_pruner(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
                 optimizer, scheduler = _optimizer(model, t, warmup, total, step)
                 record(step)
             model.train()
-            losses.append(float(train_step(model, batch, step, total, optimizer, scheduler, loss_fn)))
+            losses.append(float(train_step(model, batch, step, total, optimizer, scheduler, loss_fn, amp)))
             step += 1
             if progress and (step % 5 == 0 or step == total):
                 progress(100.0 * step / max(total, 1))

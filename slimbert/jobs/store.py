@@ -32,6 +32,7 @@ class StageRecord(BaseModel):
     finished_at: datetime | None = None
     queue: str | None = None
     worker: str | None = None
+    device: str | None = None  # the torch device it ran on: "cpu", or "cuda:0" for training on a GPU worker
     detail: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal
 
+import torch
 from transformers import PreTrainedTokenizerBase
 
 from slimbert.compression.finetune import Progress, finetune
@@ -69,7 +70,9 @@ def run_compress(settings: Settings, job_id: str, recipe: Recipe, *, queue: str,
     jobs = JobStore(settings.job_dir)
     store = VariantStore(settings.store_dir, min_free_mb=settings.min_free_disk_mb)
     device = _job_device(queue)
-    rep = JobReporter(jobs, job_id, stage_weights(recipe, device), queue, worker)
+    # Training runs where the job was queued: a GPU worker trains, distils and prunes on its GPU.
+    train_device = "cuda:0" if device == "gpu" else "cpu"
+    rep = JobReporter(jobs, job_id, stage_weights(recipe, device), queue, worker, train_device)
     if phase == "precision":
         return _precision_phase(settings, jobs, store, rep, job_id, recipe, device)
 
@@ -78,6 +81,7 @@ def run_compress(settings: Settings, job_id: str, recipe: Recipe, *, queue: str,
         # Training reads train; everything that chooses (early stopping, sensitivity) reads validation.
         train, validation = splits.train, splits.validation
         model = load_classifier(base_path, SST2_LABELS)
+        torch.nn.Module.to(model, train_device)  # teacher and students stay there (transformers' .to types oddly)
         if recipe.layer_pruning is not None:
             # Fail before the long fine-tune when the depth asked for cannot be reached.
             recipe.layer_pruning.count_to_drop(model.config.num_hidden_layers)
@@ -181,7 +185,8 @@ def _run_precision(ctx: Context, rep: JobReporter, recipe: Recipe, device: str,
             rep.skip(step.stage, reason)
             ctx.results.skipped[step.variant] = reason
             continue
-        with rep.optional_stage(step.stage) as st:
+        # Precision variants are built on the CPU from the stored fp32 files, whichever worker runs them.
+        with rep.optional_stage(step.stage, device="cpu") as st:
             st.detail.update(make_precision_variant(ctx, step, rep.progress))
         if st.state == "skipped":
             ctx.results.skipped[step.variant] = st.detail.get("reason", "")

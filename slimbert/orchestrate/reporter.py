@@ -21,8 +21,10 @@ log = logging.getLogger(__name__)
 class JobReporter:
     """Writes stage, percentage and stage history into the job record; checks for cancellation."""
 
-    def __init__(self, jobs: JobStore, job_id: str, stage_weights: dict[str, float], queue: str, worker: str):
+    def __init__(self, jobs: JobStore, job_id: str, stage_weights: dict[str, float], queue: str, worker: str,
+                 device: str = "cpu"):
         self.jobs, self.job_id = jobs, job_id
+        self.device = device  # the torch device the stages run on ("cpu", "cuda:0"), named in each record
         total = sum(stage_weights.values()) or 1.0
         self.weights = {k: v / total for k, v in stage_weights.items()}
         self.queue, self.worker = queue, worker
@@ -31,11 +33,11 @@ class JobReporter:
         self._last_write = 0.0
 
     @contextmanager
-    def stage(self, name: str) -> Iterator[StageRecord]:
+    def stage(self, name: str, device: str | None = None) -> Iterator[StageRecord]:
         # Cancellation is honoured at stage boundaries, where nothing is half-done.
         self.jobs.raise_if_cancelled(self.job_id)
         self.current = name
-        record = StageRecord(name=name, queue=self.queue, worker=self.worker)
+        record = StageRecord(name=name, queue=self.queue, worker=self.worker, device=device or self.device)
         job = self.jobs.get(self.job_id)
         self.jobs.save(job.model_copy(update={"stage": name, "stages": [*job.stages, record]}))
         try:
@@ -47,12 +49,12 @@ class JobReporter:
         self._finish(record, "done")
 
     @contextmanager
-    def optional_stage(self, name: str) -> Iterator[StageRecord]:
+    def optional_stage(self, name: str, device: str | None = None) -> Iterator[StageRecord]:
         """Like :meth:`stage`, but a failure records the stage as skipped with the reason and the job goes on.
 
         Cancellation, out-of-memory and Celery's soft time limit still end the job.
         """
-        with self.stage(name) as record:
+        with self.stage(name, device) as record:
             try:
                 yield record
             except (JobCancelled, MemoryError):
@@ -69,7 +71,7 @@ class JobReporter:
 
     def skip(self, name: str, reason: str) -> None:
         now = utcnow()
-        record = StageRecord(name=name, state="skipped", queue=self.queue, worker=self.worker,
+        record = StageRecord(name=name, state="skipped", queue=self.queue, worker=self.worker, device=self.device,
                              started_at=now, finished_at=now, detail={"reason": reason})
         job = self.jobs.get(self.job_id)
         self.done += self.weights.get(name, 0.0)

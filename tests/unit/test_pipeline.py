@@ -120,6 +120,7 @@ def test_every_stage_on_a_tiny_model(tmp_path: Path, sst2_dir: Path, encoder64: 
     recipe = build_recipe("every-stage-tiny", {"base_model": str(encoder64), "family": "every"})
     results, job = run_job(settings, recipe)
     states = {s.name: s.state for s in job.stages}
+    assert {s.device for s in job.stages} == {"cpu"}  # a CPU job names the CPU for every stage
     for stage in ("finetune", "sensitivity", "prune-layers", "prune-heads-ffn", "int8-dynamic:pruned-int8",
                   "int8-static:pruned-int8-static", "int8-qat:pruned-int8-qat", "int8-mixed:pruned-int8-mixed",
                   "int8-mixed:heads-int8-mixed", "int4-nf4:pruned-int4", "int8-dynamic:heads-int8",
