@@ -135,7 +135,9 @@ def _same_recipe(recorded: Any, resolved: Any, where: str) -> None:
     """Equal, except that a field added since the run may be absent from the record when it resolves to null."""
     if isinstance(recorded, dict) and isinstance(resolved, dict):
         for key in resolved.keys() - recorded.keys():
-            assert resolved[key] is None, f"{where}.{key}: resolves to {resolved[key]!r}, absent from the record"
+            assert resolved[key] is None, (
+                f"{where}.{key}: the section's command now resolves it to {resolved[key]!r}, a field the recorded run "
+                "did not have, so the command no longer reproduces the section: rerun it, or remove the section")
         assert not recorded.keys() - resolved.keys(), f"{where}: fields no longer in the recipe: " \
                                                        f"{sorted(recorded.keys() - resolved.keys())}"
         for key in recorded:
