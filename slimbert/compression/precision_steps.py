@@ -46,6 +46,14 @@ def half_dtype(recipe: Recipe, device: str) -> str:
     return ("fp16" if device == "gpu" else "bf16") if dtype == "auto" else dtype
 
 
+# (method, the recipe's precision field, the variant's suffix; "" for half precision: the dtype it makes).
+_STEPS: tuple[tuple[Method, str, str], ...] = (
+    ("int8-dynamic", "int8_dynamic", "int8"), ("int8-static", "int8_static", "int8-static"),
+    ("int8-inductor", "int8_inductor", "int8-inductor"), ("int8-qat", "int8_qat", "int8-qat"),
+    ("int8-mixed", "int8_mixed", "int8-mixed"), ("int4-nf4", "int4_nf4", "int4"), ("fp16-bf16", "fp16_bf16", ""),
+)
+
+
 def planned_precision(recipe: Recipe, device: str = "cpu") -> list[PrecisionStep]:
     """Every precision step of the recipe, in run order (targets in the order they are made)."""
     p = recipe.precision
@@ -54,20 +62,10 @@ def planned_precision(recipe: Recipe, device: str = "cpu") -> list[PrecisionStep
     steps: list[PrecisionStep] = []
     for source in recipe.precision_targets():
         structure = source.removesuffix(FP32_SUFFIX)
-        if p.int8_dynamic:
-            steps.append(PrecisionStep("int8-dynamic", source, f"{structure}-int8"))
-        if p.int8_static:
-            steps.append(PrecisionStep("int8-static", source, f"{structure}-int8-static"))
-        if p.int8_inductor:
-            steps.append(PrecisionStep("int8-inductor", source, f"{structure}-int8-inductor"))
-        if p.int8_qat:
-            steps.append(PrecisionStep("int8-qat", source, f"{structure}-int8-qat"))
-        if p.int8_mixed:
-            steps.append(PrecisionStep("int8-mixed", source, f"{structure}-int8-mixed"))
-        if p.int4_nf4:
-            steps.append(PrecisionStep("int4-nf4", source, f"{structure}-int4"))
-        if p.fp16_bf16:
-            steps.append(PrecisionStep("fp16-bf16", source, f"{structure}-{half_dtype(recipe, device)}"))
+        for method, field, suffix in _STEPS:
+            if getattr(p, field) is not None:
+                suffix = suffix or half_dtype(recipe, device)
+                steps.append(PrecisionStep(method, source, f"{structure}-{suffix}"))
     return steps
 
 
