@@ -349,6 +349,7 @@ class Showdown(Record):
     pareto_cpu: list[str]
     run: RunSummary | None = None
     autotune: AutotuneSummary | None = None
+    splits: dict[str, Any] | None = None  # the baseline manifest's: which split selects, which reports
 
 
 # --- Compression job results --------------------------------------------------------------------

@@ -99,7 +99,7 @@ def _pick_text(report: Showdown, key: str) -> str:
 def to_markdown(report: Showdown) -> str:
     table, reasons = _cells(report, lambda t: f"**{t}**")
     header = ["Model"] + [c[0] for c in COLUMNS]
-    lines = [f"## Showdown: {report.family}", "", measured_line(report), "",
+    lines = [f"## Showdown: {report.family}", "", measured_line(report), *splits_lines(report), "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in table]
     lines += [""] + [f"[{i + 1}] {r}" for i, r in enumerate(reasons)]
@@ -109,6 +109,17 @@ def to_markdown(report: Showdown) -> str:
     lines.append(f"- Pareto frontier, CPU accuracy vs latency: {', '.join(report.pareto_cpu) or 'N/A'}")
     lines += autotune_lines(report.autotune)
     return "\n".join(lines) + "\n"
+
+
+def splits_lines(report: Showdown) -> list[str]:
+    """Where each figure came from: the test split reports, the validation split chose (recommendations)."""
+    s = report.splits
+    if not s:
+        return ["", "Splits: not recorded (variants made before the splits); accuracy is GLUE SST-2 dev's."]
+    parts = [f"{name} {s[name]['examples']} ({s[name]['from']})" for name in ("train", "validation", "test")
+             if name in s]
+    return ["", f"Splits (seed {s.get('seed')}): " + "; ".join(parts) + ". Accuracy columns: test. Recommendations: "
+            "validation."]
 
 
 def autotune_lines(tune: AutotuneSummary | None) -> list[str]:

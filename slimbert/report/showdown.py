@@ -101,6 +101,7 @@ def build_showdown(
                                     if r.cpu.latency_ms and r.cpu.accuracy is not None]),
         run=None if run is None else RunSummary(run_id=run.run_id, created_at=run.created_at, spec=run.spec,
                                                 environment=_environment(run)),
+        splits=base.splits if base and base.splits else None,
     )
 
 
