@@ -93,7 +93,7 @@ def quantize_inductor_int8(
     ``max_autotune`` asks the loader to let Inductor benchmark its own C++ GEMM template (AMX
     micro-kernels) against oneDNN for each linear and keep the faster. Loading then takes minutes
     instead of tens of seconds (each of the two shape families, batch 1 and larger, is tuned once; no
-    later shape recompiles); bert-base at batch 1 ran about 1.45x faster for it (docs/PERFORMANCE.md).
+    later shape recompiles); docs/PERFORMANCE.md has the architecture benchmark's row with and without it.
     """
     src, out = Path(model_dir), Path(out_dir)
     if not calibration_texts:

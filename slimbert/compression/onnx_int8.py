@@ -163,10 +163,10 @@ def quantization_config(
 ) -> Any:
     """optimum's ``AutoQuantizationConfig`` preset for ``isa`` ('avx512_vnni', 'avx2' or 'arm64').
 
-    ``per_channel=None`` means per-channel exactly where weights get 7 bits ('avx2'): with one 7-bit scale
-    per matrix the 4-layer MiniLM lost 3.6 points of SST-2 dev accuracy on an AVX2 EPYC (0.8647 -> 0.8291),
-    with one scale per output channel 0.35 (0.8612). With VNNI's full 8 bits per-tensor loses little and
-    runs 4-7% faster (docs/PERFORMANCE.md).
+    ``per_channel=None`` means per-channel exactly where weights get 7 bits ('avx2'): one 7-bit scale per
+    matrix cost the 4-layer MiniLM 3.6 points on an AVX2 EPYC (a run not kept in docs/: no script made it;
+    ``benchmarks/bench_int8_weight_formats.py`` measures the formats on a stored family). With VNNI's full
+    8 bits per-tensor loses little.
     """
     ops = list(operators) if operators else None
     kwargs: dict[str, Any] = {
