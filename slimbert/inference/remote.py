@@ -28,6 +28,8 @@ _caches: dict[tuple[str, int | None], PredictorCache[WorkerKey]] = {}
 
 def _cache_for(settings: Settings) -> PredictorCache[WorkerKey]:
     store, threads = VariantStore(settings.store_dir), settings.inference_threads or None
+    if (str(settings.store_dir), threads) in _caches:
+        return _caches[(str(settings.store_dir), threads)]
 
     def load(key: WorkerKey) -> Predictor:
         _, family, variant, _created = key
