@@ -35,6 +35,7 @@ from slimbert.compression.onnx_int8 import quantize_dynamic_int8  # noqa: E402
 from slimbert.compression.sensitivity import choose_layers_to_drop  # noqa: E402
 from slimbert.config import Settings  # noqa: E402
 from slimbert.data import load_sst2  # noqa: E402
+from slimbert.hardware import cpu_label  # noqa: E402
 from slimbert.models import resolve_model  # noqa: E402
 from slimbert.store.manifest import Technique, VariantManifest  # noqa: E402
 from slimbert.store.store import VariantStore  # noqa: E402
@@ -117,9 +118,9 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(run, indent=1))
     env = run["environment"]
-    flags = ",".join(k for k, v in env["cpu"]["flags"].items() if v)
+    cpu = cpu_label(env)
     print(f"# Architecture-only timing: random bert-base, 12 -> {args.layers} layers (alternate cut)\n")
-    print(f"CPU: {env['cpu']['model_name']} [{flags}], torch threads {env['torch_threads']}, "
+    print(f"CPU: {cpu}, torch threads {env['torch_threads']}, "
           f"onnxruntime {env['libraries']['onnxruntime']}, torch {env['libraries']['torch']}; seq_len 128; "
           f"{args.runs} runs after {args.warmup} warm-up, variants interleaved; model time only.\n")
     header = "| variant | size MB | " + " | ".join(

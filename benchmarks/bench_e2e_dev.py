@@ -30,7 +30,7 @@ from slimbert.benchmark.stats import mcnemar, wilson_interval  # noqa: E402
 from slimbert.compression.onnx_int8 import copy_tokenizer_files, export_onnx  # noqa: E402
 from slimbert.config import get_settings  # noqa: E402
 from slimbert.data import load_sst2  # noqa: E402
-from slimbert.hardware import describe_environment, detect_isa  # noqa: E402
+from slimbert.hardware import cpu_label, describe_environment, detect_isa  # noqa: E402
 from slimbert.inference.bucketing import classify_all  # noqa: E402
 from slimbert.inference.loader import load_variant  # noqa: E402
 from slimbert.store.manifest import Technique, VariantManifest  # noqa: E402
@@ -115,9 +115,9 @@ def main() -> int:
                 pred.predict(text)
                 b1[name].append((time.perf_counter() - start) * 1000)
     env = describe_environment()
-    flags = ",".join(k for k, v in env["cpu"]["flags"].items() if v)
+    cpu = cpu_label(env)
     print(f"# End to end on SST-2 dev ({len(texts)} sentences), family {family}\n")
-    print(f"CPU {env['cpu']['model_name']} [{flags}], torch threads {env['torch_threads']}, batch {args.batch_size}, "
+    print(f"CPU {cpu}, torch threads {env['torch_threads']}, batch {args.batch_size}, "
           f"{args.repeats} interleaved repeats after one warm-up; wall time includes tokenization.\n")
     print("| contender | median s (min-max) | speed-up | accuracy [95% CI] | McNemar p vs baseline |")
     print("|---|---|---|---|---|")

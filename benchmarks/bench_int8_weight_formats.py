@@ -36,7 +36,7 @@ from slimbert.benchmark.stats import wilson_interval  # noqa: E402
 from slimbert.compression.onnx_int8 import export_onnx  # noqa: E402
 from slimbert.config import get_settings  # noqa: E402
 from slimbert.data import load_sst2  # noqa: E402
-from slimbert.hardware import describe_environment, detect_isa  # noqa: E402
+from slimbert.hardware import cpu_label, describe_environment, detect_isa  # noqa: E402
 from slimbert.inference.bucketing import classify_all  # noqa: E402
 from slimbert.inference.predictor import OrtPredictor  # noqa: E402
 from slimbert.runtime.ort import ort_session  # noqa: E402
@@ -109,9 +109,9 @@ def main() -> int:
                 timing[name].append((time.perf_counter() - start) * 1000)
 
     env = describe_environment()
-    flags = ",".join(k for k, on in env["cpu"]["flags"].items() if on)
+    cpu = cpu_label(env)
     print(f"# Dynamic INT8 weight formats: {what}\n")
-    print(f"CPU {env['cpu']['model_name']} [{flags}] (slimbert's preset here: {detect_isa()}), "
+    print(f"CPU {cpu} (slimbert's preset here: {detect_isa()}), "
           f"{env['torch_threads']} threads, onnxruntime {env['libraries']['onnxruntime']}; SST-2 dev, "
           f"{len(texts)} sentences, length-sorted batches of 32; accuracy [95% Wilson interval]\n")
     print("| weights | per-tensor accuracy | per-channel accuracy |")

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serving import FAMILY, build_store  # noqa: E402
 
 from slimbert.config import Settings  # noqa: E402
-from slimbert.hardware import describe_environment  # noqa: E402
+from slimbert.hardware import cpu_label, describe_environment  # noqa: E402
 from slimbert.inference.loader import load_variant  # noqa: E402
 from slimbert.inference.predictor import Predictor  # noqa: E402
 
@@ -87,8 +87,8 @@ def main() -> int:
                 single_tok += toks
 
     env = describe_environment()
-    flags = ",".join(k for k, on in env["cpu"]["flags"].items() if on)
-    print(f"CPU {env['cpu']['model_name']} [{flags}], {env['torch_threads']} torch threads, onnxruntime "
+    cpu = cpu_label(env)
+    print(f"CPU {cpu}, {env['torch_threads']} torch threads, onnxruntime "
           f"{env['libraries']['onnxruntime']} (intra-op threads as the API sets them), "
           f"torch {env['libraries']['torch']}; "
           f"{len(texts)} SST-2 dev sentences, {args.repeats} interleaved passes after 1 warm-up; "

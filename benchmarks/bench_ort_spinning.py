@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from slimbert.benchmark.latency import interleaved  # noqa: E402
 from slimbert.config import get_settings  # noqa: E402
-from slimbert.hardware import describe_environment  # noqa: E402
+from slimbert.hardware import cpu_label, describe_environment  # noqa: E402
 from slimbert.inference.loader import load_variant  # noqa: E402
 from slimbert.inference.predictor import Predictor, model_call  # noqa: E402
 from slimbert.store.store import VariantStore  # noqa: E402
@@ -99,9 +99,9 @@ def main() -> int:
         alone = interleaved({"onnx": onnx_call}, warmup=3, runs=args.runs)
         rows.append((spinning, mixed["torch"], mixed["onnx"], alone["onnx"]))
     env = describe_environment()
-    flags = ",".join(k for k, on in env["cpu"]["flags"].items() if on)
+    cpu = cpu_label(env)
     print(f"# ONNX Runtime spinning, family {family}: {args.torch_variant} (torch) beside {args.onnx_variant} "
-          f"(ONNX Runtime)\n\nCPU {env['cpu']['model_name']} [{flags}], {env['torch_threads']} threads, onnxruntime "
+          f"(ONNX Runtime)\n\nCPU {cpu}, {env['torch_threads']} threads, onnxruntime "
           f"{env['libraries']['onnxruntime']}, 1-min load average before the run {load_before:.1f}; batch 1, "
           f"128 tokens, "
           f"{args.runs} runs after 3 warm-up, p50 (std) ms, model time only.\n")

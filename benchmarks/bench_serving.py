@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import re
 import socket
 import statistics
@@ -36,7 +35,7 @@ import torch
 
 from slimbert.compression.onnx_int8 import quantize_dynamic_int8
 from slimbert.config import Settings
-from slimbert.hardware import describe_environment
+from slimbert.hardware import cpu_label, describe_environment
 from slimbert.models import _packaged_dir, load_classifier, load_tokenizer
 from slimbert.store.manifest import Technique, VariantManifest
 from slimbert.store.store import VariantStore
@@ -178,8 +177,8 @@ def main() -> None:
         return f"{statistics.median(vals):.1f} ({min(vals):.1f}-{max(vals):.1f})"
 
     env = describe_environment()
-    flags = ",".join(k for k, on in env["cpu"]["flags"].items() if on)
-    print(f"\ncpu: {env['cpu']['model_name'] or platform.machine()} [{flags}], {os.cpu_count()} cores; torch "
+    cpu = cpu_label(env)
+    print(f"\ncpu: {cpu}, {os.cpu_count()} cores; torch "
           f"{torch.__version__}, onnxruntime {env['libraries']['onnxruntime']}; intra-op threads {os.cpu_count()} "
           f"(1 forward worker); {args.clients} clients, {args.seconds:.0f} s x {args.rounds} rounds, one text per "
           f"request; median (min-max) over rounds; 1-min load average {load_before:.1f} before, "

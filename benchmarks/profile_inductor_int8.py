@@ -42,7 +42,7 @@ from slimbert.compression.layers import drop_layers  # noqa: E402
 from slimbert.compression.sensitivity import choose_layers_to_drop  # noqa: E402
 from slimbert.config import Settings  # noqa: E402
 from slimbert.data import load_sst2  # noqa: E402
-from slimbert.hardware import cpu_supports_bf16, describe_environment  # noqa: E402
+from slimbert.hardware import cpu_label, cpu_supports_bf16, describe_environment  # noqa: E402
 from slimbert.models import resolve_model  # noqa: E402
 from slimbert.runtime.inductor import load_compiled  # noqa: E402
 
@@ -126,11 +126,11 @@ def main() -> int:
                 for name in programs if name == default_name or "max_autotune" in name}
 
     env = describe_environment()
-    flags = ",".join(k for k, on in env["cpu"]["flags"].items() if on)
+    cpu = cpu_label(env)
     h, i = config.hidden_size, config.intermediate_size
     gop = 2 * SEQ * args.layers * (4 * h * h + 2 * h * i) / 1e9  # the encoder's linears, batch 1
     print(f"# Inductor INT8, random bert-base 12 -> {args.layers} layers, batch 1, {SEQ} tokens\n")
-    print(f"CPU {env['cpu']['model_name']} [{flags}], {env['torch_threads']} torch threads, torch "
+    print(f"CPU {cpu}, {env['torch_threads']} torch threads, torch "
           f"{env['libraries']['torch']}, torchao {env['libraries']['torchao']}; native bf16: {default_bf16}; "
           f"built and compiled in {time.perf_counter() - t0:.0f} s; 1-min load average before the run "
           f"{load_before:.1f}\n")

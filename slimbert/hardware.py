@@ -192,6 +192,13 @@ def describe_environment() -> dict[str, Any]:
     }
 
 
+def cpu_label(env: dict[str, Any] | None = None) -> str:
+    """"AMD EPYC [avx2,avx512f,...]": the CPU and the flags it has, as every printed figure names it."""
+    cpu = (env or describe_environment())["cpu"]
+    flags = ",".join(k for k, on in (cpu.get("flags") or {}).items() if on)
+    return f"{cpu.get('model_name') or platform.machine()} [{flags}]"
+
+
 def worker_capabilities() -> dict[str, Any]:
     """Capabilities a worker reports when it starts (served to ``GET /workers``), probed in a child process.
 

@@ -128,12 +128,17 @@ def _started(record: JobRecord, run: Run) -> JobRecord:
 
 
 def _conclude(jobs: JobStore, job_id: str, outcome: JobResult, on_success: FollowUp | None) -> dict[str, Any]:
-    results, changes = outcome.results, dict[str, Any](variants=outcome.variants)
+    results = outcome.results
+    changes: dict[str, Any] = {"variants": outcome.variants}
     if outcome.stage is not None:
         changes["stage"] = outcome.stage
     if outcome.handoff is not None:
-        if results:  # a fan-out task hands its results to the task that closes the job instead
+        # A fan-out task (a benchmark device) hands nothing to the record: the task that closes the job
+        # stores its result. The train half of a split job leaves its results and variants for the cpu half.
+        if results or outcome.variants:
             changes.update(results=results)
+        else:
+            changes.pop("variants")
         jobs.update(job_id, **changes, **outcome.handoff)
         return {"state": "running", **outcome.handoff}
     if outcome.failure is not None:

@@ -68,3 +68,8 @@ def test_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_missing_library_is_none() -> None:
     assert library_version("surely-not-installed-dist", "surely_not_installed_module") is None
     assert library_version("numpy", "numpy") is not None
+
+
+def test_cpu_label_names_the_model_and_only_the_flags_present() -> None:
+    env = {"cpu": {"model_name": "Some CPU", "flags": {"avx2": True, "avx512_vnni": False, "amx_int8": True}}}
+    assert environment.cpu_label(env) == "Some CPU [avx2,amx_int8]"
