@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     # Job records live on disk beside the store so they survive Redis being restarted or emptied.
     jobs_dir: Path | None = None
     sst2_dir: Path | None = PROJECT_ROOT.parent / "shared" / "data" / "sst2"
+    # Stored datasets (POST /datasets): immutable folders beside the variants, one per name.
+    datasets_dir: Path | None = None
+    # A dataset given as {"path": ...} must lie under one of these roots (files, folders, save_to_disk).
+    allowed_data_roots: list[Path] = Field(default_factory=lambda: [PROJECT_ROOT, PROJECT_ROOT.parent / "shared"])
+    max_dataset_mb: int = Field(default=200, ge=1, le=100_000, description="largest upload, all files together")
     # Extra model aliases: hub id -> local directory, resolved before any network access.
     model_aliases: dict[str, Path] = Field(default_factory=dict)
     # Never reach the Hugging Face hub: resolve ids to local files only.
@@ -111,6 +116,10 @@ class Settings(BaseSettings):
         self.jobs_dir = self.jobs_dir.expanduser().resolve()
         if self.sst2_dir is not None:
             self.sst2_dir = self.sst2_dir.expanduser().resolve()
+        if self.datasets_dir is None:
+            self.datasets_dir = self.store_dir / ".datasets"
+        self.datasets_dir = self.datasets_dir.expanduser().resolve()
+        self.allowed_data_roots = [p.expanduser().resolve() for p in self.allowed_data_roots]
         self.allowed_model_roots = [p.expanduser().resolve() for p in self.allowed_model_roots]
         return self
 
@@ -119,6 +128,12 @@ class Settings(BaseSettings):
         if self.task_time_limit_s <= self.task_soft_time_limit_s:
             raise ValueError("task_time_limit_s must be greater than task_soft_time_limit_s")
         return self
+
+    @property
+    def dataset_dir(self) -> Path:
+        """Where stored datasets are kept (never None after validation)."""
+        assert self.datasets_dir is not None
+        return self.datasets_dir
 
     @property
     def job_dir(self) -> Path:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,14 +28,60 @@ SST2_LABELS = {0: "negative", 1: "positive"}
 _SPLIT_FILES = {"train": "train.tsv", "validation": "dev.tsv"}
 
 
+# One example's input: a sentence, or a sentence pair for pair tasks (paraphrase, entailment).
+Text = str | tuple[str, str]
+
+
+def split_pairs(inputs: Sequence[Text]) -> tuple[list[str], list[str] | None]:
+    """(first sentences, second sentences or None): the two lists a tokenizer takes for pairs."""
+    if all(isinstance(x, str) for x in inputs):
+        return [str(x) for x in inputs], None
+    if all(isinstance(x, tuple) and len(x) == 2 for x in inputs):
+        return [x[0] for x in inputs], [x[1] for x in inputs]  # type: ignore[index]
+    raise ValueError("a batch mixes single sentences and sentence pairs: send one kind")
+
+
+def tokenize(tokenizer: PreTrainedTokenizerBase, inputs: Sequence[Text], **kwargs: Any) -> Any:
+    """``tokenizer`` called on sentences or on sentence pairs (as its two text arguments)."""
+    first, second = split_pairs(inputs)
+    return tokenizer(first, second, **kwargs)
+
+
+def text_length(x: Text) -> int:
+    """Characters in a sentence or a pair: a cheap proxy for token length, for length bucketing."""
+    return len(x) if isinstance(x, str) else len(x[0]) + len(x[1])
+
+
 @dataclass(frozen=True)
 class TextDataset:
+    """Labelled examples: ``texts`` (and ``pairs``, the second sentences of a pair task), label ids
+    indexing ``label_names`` (empty where the names are not known, e.g. SST-2's ids 0 and 1)."""
+
     texts: list[str]
     labels: list[int]
     source: str
+    pairs: list[str] | None = None
+    label_names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.texts) != len(self.labels) or (self.pairs is not None and len(self.pairs) != len(self.texts)):
+            raise ValueError(f"{len(self.texts)} texts, {len(self.labels)} labels"
+                             + (f", {len(self.pairs)} second sentences" if self.pairs is not None else ""))
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    @property
+    def inputs(self) -> list[Text]:
+        """What a predictor takes: the sentences, or (sentence, sentence) tuples for a pair task."""
+        if self.pairs is None:
+            return list(self.texts)
+        return list(zip(self.texts, self.pairs, strict=True))
+
+    def take(self, ids: list[int]) -> TextDataset:
+        """The examples at ``ids``, in that order, with the same source, pairing and label names."""
+        return TextDataset([self.texts[i] for i in ids], [self.labels[i] for i in ids], self.source,
+                           None if self.pairs is None else [self.pairs[i] for i in ids], self.label_names)
 
     def subset(self, n: int | None, seed: int = 0) -> TextDataset:
         """A seeded random subset of ``n`` examples (all of them when n is None or too large)."""
@@ -43,8 +89,7 @@ class TextDataset:
             return self
         order = list(range(len(self.texts)))
         random.Random(seed).shuffle(order)
-        keep = order[:n]
-        return TextDataset([self.texts[i] for i in keep], [self.labels[i] for i in keep], self.source)
+        return self.take(order[:n])
 
 
 def stratified_split(data: TextDataset, size: int, seed: int) -> tuple[TextDataset, TextDataset]:
@@ -69,9 +114,7 @@ def stratified_split(data: TextDataset, size: int, seed: int) -> tuple[TextDatas
         rng.shuffle(shuffled)
         carved += shuffled[: min(take[y], len(idx) - 1) if len(idx) > 1 else take[y]]
     chosen = set(carved)
-    rest = [i for i in range(len(data)) if i not in chosen]
-    pick = lambda ids: TextDataset([data.texts[i] for i in ids], [data.labels[i] for i in ids], data.source)  # noqa: E731
-    return pick(rest), pick(sorted(carved))
+    return data.take([i for i in range(len(data)) if i not in chosen]), data.take(sorted(carved))
 
 
 @dataclass(frozen=True)
@@ -86,7 +129,8 @@ class Splits:
     def describe(self, seed: int) -> dict[str, Any]:
         """What a manifest records about the splits: sizes, label counts, origin and seed."""
         def counts(d: TextDataset) -> dict[str, int]:
-            return {str(y): d.labels.count(y) for y in sorted(set(d.labels))}
+            name = (lambda y: d.label_names[y]) if d.label_names else str
+            return {name(y): d.labels.count(y) for y in sorted(set(d.labels))}
 
         return {name: {"examples": len(d), "labels": counts(d), "from": self.how[name]}
                 for name, d in (("train", self.train), ("validation", self.validation), ("test", self.test))
@@ -185,11 +229,13 @@ def iter_batches(
         rng = random.Random(seed)
         rng.shuffle(order)
         if group_by_length:
-            order = _length_grouped(order, [len(t) for t in data.texts], batch_size, rng)
+            lengths = [len(t) + (len(data.pairs[i]) if data.pairs is not None else 0) for i, t in enumerate(data.texts)]
+            order = _length_grouped(order, lengths, batch_size, rng)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         enc = tokenizer(
             [data.texts[i] for i in idx],
+            None if data.pairs is None else [data.pairs[i] for i in idx],
             padding="max_length" if pad_to_max else True,
             truncation=True,
             max_length=max_length,

@@ -44,6 +44,26 @@ class DatasetUnavailable(SlimBertError):
     status_code = 422
 
 
+class DatasetNotFound(NotFound):
+    pass
+
+
+class DatasetInvalid(InvalidInput):
+    """A dataset file that cannot be used as given; ``where`` names the file, row and column."""
+
+    def __init__(self, detail: str, hint: str = "", *, file: str | None = None, row: int | None = None,
+                 column: str | None = None) -> None:
+        where = ", ".join(f"{k} {v}" for k, v in (("file", file), ("row", row), ("column", column)) if v is not None)
+        super().__init__(f"{where}: {detail}" if where else detail, hint)
+        self.file, self.row, self.column = file, row, column
+
+
+class Conflict(SlimBertError):
+    """The request clashes with what is stored (an existing name, a dataset a variant still uses)."""
+
+    status_code = 409
+
+
 class NoWorkerForDevice(SlimBertError):
     status_code = 409
 

@@ -28,6 +28,7 @@ from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from slimbert.compression.onnx_int8 import PrecisionResult, copy_tokenizer_files, list_files
+from slimbert.data import Text, tokenize
 from slimbert.records import Activations
 from slimbert.runtime.inductor import COMPILE_FILE, PROGRAM_FILE
 from slimbert.runtime.shapes import from_pretrained_pruned
@@ -81,7 +82,7 @@ def _drop_unused_tensors(gm: torch.fx.GraphModule) -> int:
 def quantize_inductor_int8(
     model_dir: str | Path,
     out_dir: str | Path,
-    calibration_texts: Sequence[str],
+    calibration_texts: Sequence[Text],
     *,
     activations: Activations = "static",
     max_autotune: bool = False,
@@ -111,8 +112,8 @@ def quantize_inductor_int8(
         quantizer.set_global(xiq.get_default_x86_inductor_quantization_config(is_dynamic=activations == "dynamic"))
         prepared = prepare_pt2e(graph, quantizer)
         for start in range(0, len(calibration_texts), batch_size):
-            enc = tokenizer(list(calibration_texts[start : start + batch_size]), padding=True, truncation=True,
-                            max_length=max_length, return_tensors="pt")
+            enc = tokenize(tokenizer, list(calibration_texts[start : start + batch_size]), padding=True,
+                           truncation=True, max_length=max_length, return_tensors="pt")
             prepared(**{k: enc[k] for k in names})
         converted = convert_pt2e(prepared)
         dropped = _drop_unused_tensors(converted)

@@ -33,6 +33,7 @@ from slimbert.compression.onnx_int8 import (
     qconfig_params,
     quantization_config,
 )
+from slimbert.data import Text, tokenize
 from slimbert.hardware import detect_isa
 from slimbert.runtime.ort import ort_session
 
@@ -82,7 +83,7 @@ def _quantize(fp32_path: Path, config: Any, qconfig: Any, out: Path) -> Path:
 def quantize_mixed_int8(
     model_dir: str | Path,
     out_dir: str | Path,
-    probe_texts: Sequence[str],
+    probe_texts: Sequence[Text],
     *,
     keep_fp32_layers: int = 1,
     per_channel: bool | None = None,
@@ -101,7 +102,7 @@ def quantize_mixed_int8(
         raise ValueError(f"keep_fp32_layers must be in [0, {config.num_hidden_layers - 1}] for a "
                          f"{config.num_hidden_layers}-layer model, got {keep_fp32_layers}")
     texts = list(probe_texts)
-    feeds = [dict(tokenizer(texts[i : i + batch_size], truncation=True, max_length=max_length, padding=True,
+    feeds = [dict(tokenize(tokenizer, texts[i : i + batch_size], truncation=True, max_length=max_length, padding=True,
                             return_tensors="np")) for i in range(0, len(texts), batch_size)]
     with tempfile.TemporaryDirectory(prefix="slimbert-mixed-") as tmp:
         fp32_path = export_onnx(model_dir, Path(tmp) / "fp32")

@@ -34,6 +34,7 @@ from slimbert.compression.onnx_int8 import (
     quantization_config,
     quantize_dynamic_int8,
 )
+from slimbert.data import Text, tokenize
 from slimbert.hardware import detect_isa
 from slimbert.records import CalibrationMethod
 from slimbert.runtime.shapes import from_pretrained_pruned
@@ -55,7 +56,7 @@ def _dtype(name: str, allowed: Sequence[str]) -> torch.dtype:
 def quantize_static_int8(
     model_dir: str | Path,
     out_dir: str | Path,
-    calibration_texts: Sequence[str],
+    calibration_texts: Sequence[Text],
     *,
     method: CalibrationMethod = "minmax",
     per_channel: bool | None = None,
@@ -99,8 +100,8 @@ def quantize_static_int8(
         # The histogram calibrators (entropy, percentile) stack every batch, so all need one shape: pad to
         # the longest text. Harmless because only MatMul inputs are calibrated and masked attention
         # probabilities are exactly zero.
-        encoded = tokenizer(
-            list(calibration_texts), truncation=True, max_length=max_length, padding="longest"
+        encoded = tokenize(
+            tokenizer, list(calibration_texts), truncation=True, max_length=max_length, padding="longest"
         )
         dataset = Dataset.from_dict({name: encoded[name] for name in input_names})
         if method == "minmax":

@@ -117,13 +117,13 @@ def build_precision(recipe: Recipe, step: PrecisionStep, src: Path, staged: Path
                                      isa=p.int8_dynamic.isa, optimize=optimize)
     elif step.method == "int8-static":
         assert p.int8_static is not None
-        texts = train.subset(p.int8_static.calibration_samples, recipe.data_seed + 1).texts
+        texts = train.subset(p.int8_static.calibration_samples, recipe.data_seed + 1).inputs
         made = quantize_static_int8(src, staged, texts, method=p.int8_static.method,
                                     per_channel=p.int8_static.per_channel, max_length=recipe.eval_max_length,
                                     keep_ffn_output_fp32=p.int8_static.keep_ffn_output_fp32)
     elif step.method == "int8-inductor":
         assert p.int8_inductor is not None
-        texts = train.subset(p.int8_inductor.calibration_samples, recipe.data_seed + 1).texts
+        texts = train.subset(p.int8_inductor.calibration_samples, recipe.data_seed + 1).inputs
         made = quantize_inductor_int8(src, staged, texts, activations=p.int8_inductor.activations,
                                       max_autotune=p.int8_inductor.max_autotune, max_length=recipe.eval_max_length)
     elif step.method == "int8-qat":
@@ -137,7 +137,7 @@ def build_precision(recipe: Recipe, step: PrecisionStep, src: Path, staged: Path
     elif step.method == "int8-mixed":
         assert p.int8_mixed is not None
         m = p.int8_mixed
-        texts = train.subset(m.probe_examples, recipe.data_seed + 3).texts
+        texts = train.subset(m.probe_examples, recipe.data_seed + 3).inputs
         made = quantize_mixed_int8(src, staged, texts, keep_fp32_layers=m.keep_fp32_layers,
                                    per_channel=m.per_channel, max_length=recipe.eval_max_length)
         # The job record shows the measured per-layer sensitivity and which layers stayed fp32.

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from slimbert.data import Text, text_length
 from slimbert.inference.predictor import Predictor
 
 
@@ -23,12 +24,12 @@ class DatasetRun:
     model_ms: float
 
 
-def classify_all(predictor: Predictor, texts: Sequence[str], *, batch_size: int = 32, bucket: bool = True
+def classify_all(predictor: Predictor, texts: Sequence[Text], *, batch_size: int = 32, bucket: bool = True
                  ) -> DatasetRun:
     """Label ids for ``texts`` in their original order; wall time includes tokenization."""
     start = time.perf_counter()
     # Character length is a cheap, good proxy for token length, and avoids tokenizing twice.
-    order = np.argsort([len(t) for t in texts], kind="stable") if bucket else np.arange(len(texts))
+    order = np.argsort([text_length(t) for t in texts], kind="stable") if bucket else np.arange(len(texts))
     labels = np.empty(len(texts), dtype=np.int64)
     tok_ms = model_ms = 0.0
     for i in range(0, len(texts), batch_size):
@@ -43,7 +44,7 @@ def classify_all(predictor: Predictor, texts: Sequence[str], *, batch_size: int 
 EVAL_BATCH_SIZE = 64
 
 
-def predict_label_ids(predictor: Predictor, texts: Sequence[str], *, batch_size: int = EVAL_BATCH_SIZE) -> list[int]:
+def predict_label_ids(predictor: Predictor, texts: Sequence[Text], *, batch_size: int = EVAL_BATCH_SIZE) -> list[int]:
     """The dev-set prediction loop: label ids for ``texts`` in their order, length-bucketed batches.
 
     Everything that scores a variant on a split (the benchmark, the compression pipeline's
@@ -53,7 +54,7 @@ def predict_label_ids(predictor: Predictor, texts: Sequence[str], *, batch_size:
     return classify_all(predictor, texts, batch_size=batch_size, bucket=True).label_ids
 
 
-def accuracy_of(predictor: Predictor, texts: Sequence[str], labels: Sequence[int], *,
+def accuracy_of(predictor: Predictor, texts: Sequence[Text], labels: Sequence[int], *,
                 batch_size: int = EVAL_BATCH_SIZE) -> float:
     """Fraction of ``texts`` the predictor labels as ``labels`` (0.0 for no texts)."""
     if len(texts) != len(labels):

@@ -20,6 +20,7 @@ import torch
 from scipy.special import softmax
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from slimbert.data import Text, tokenize
 from slimbert.records import Runtime, SeqLen
 
 # The runtime's ready inputs: torch tensors on the predictor's device, or int64 numpy arrays for
@@ -61,15 +62,16 @@ class Predictor(Protocol):
         runtime executes a graph torch's counter cannot see (ONNX Runtime, Inductor, bitsandbytes)."""
         ...
 
-    def encode(self, texts: Sequence[str], seq_len: SeqLen = "dynamic") -> Encoded:
-        """Tokenize ``texts`` padded to ``seq_len`` tokens, or to the longest text with "dynamic"."""
+    def encode(self, texts: Sequence[Text], seq_len: SeqLen = "dynamic") -> Encoded:
+        """Tokenize ``texts`` (sentences, or sentence pairs) padded to ``seq_len`` tokens, or to the
+        longest text with "dynamic"."""
         ...
 
     def forward(self, encoded: Encoded) -> Logits:
         """Run the model only on encoded inputs; returns the logits where the runtime left them."""
         ...
 
-    def predict(self, texts: Sequence[str]) -> BatchOutput: ...
+    def predict(self, texts: Sequence[Text]) -> BatchOutput: ...
 
 
 def model_call(predictor: Predictor, encoded: Encoded) -> Callable[[], Logits]:
@@ -109,10 +111,10 @@ class _Base(ABC):
         self.labels = labels
         self.max_length = max_length
 
-    def encode(self, texts: Sequence[str], seq_len: SeqLen = "dynamic") -> Encoded:
+    def encode(self, texts: Sequence[Text], seq_len: SeqLen = "dynamic") -> Encoded:
         # Dynamic padding: pad to the longest text of this batch, not to max_length.
         padding, max_length = ("max_length", seq_len) if isinstance(seq_len, int) else (True, self.max_length)
-        enc = self.tokenizer(list(texts), padding=padding, truncation=True, max_length=max_length,
+        enc = tokenize(self.tokenizer, texts, padding=padding, truncation=True, max_length=max_length,
                              return_tensors=self._tensors)
         return self._ready(dict(enc))
 
@@ -123,7 +125,7 @@ class _Base(ABC):
     @abstractmethod
     def forward(self, encoded: Encoded) -> Logits: ...
 
-    def predict(self, texts: Sequence[str]) -> BatchOutput:
+    def predict(self, texts: Sequence[Text]) -> BatchOutput:
         start = time.perf_counter()
         encoded = self.encode(texts)
         tokenized = time.perf_counter()

@@ -57,6 +57,14 @@ class VariantManifest(BaseModel):
     validation_accuracy: float | None = None
     validation_examples: int | None = None
     splits: dict[str, Any] = Field(default_factory=dict, description="sizes, labels and origin of each split")
+    # The data: a stored dataset's name and sha256 (None: the embedded GLUE SST-2 default), the task, and
+    # the primary metric with every metric measured on each split (accuracy, macro_f1, f1 of the positive class).
+    dataset: str | None = None
+    dataset_sha256: str | None = None
+    task: Literal["single", "pair"] = "single"
+    metric: str = "accuracy"
+    test_metrics: dict[str, float] = Field(default_factory=dict)
+    validation_metrics: dict[str, float] = Field(default_factory=dict)
     job_id: str | None = None
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     library_versions: dict[str, str | None] = Field(default_factory=dict)
