@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api.routes import health, jobs, latency, predict, reports, ui, variants
+from app.api.routes import datasets, health, jobs, latency, predict, reports, ui, variants
 from app.errors import install_error_handlers
 from app.services.queue import QueueClient
 from app.services.reaper import start_reaper, stop_reaper
@@ -38,6 +38,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Shrink BERT classifiers, serve every variant, and prove what it bought.")
     install_error_handlers(app)
     # latency before variants: its /variants/{family}/{variant}/latency must not be shadowed.
-    for module in (health, jobs, predict, latency, variants, reports, ui):
+    for module in (health, jobs, datasets, predict, latency, variants, reports, ui):
         app.include_router(module.router)
     return app

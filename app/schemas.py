@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field, model_validator
 
 from slimbert.compression.presets import PRESETS
+from slimbert.data import Text
 
 # The benchmark after every compression and autotune job: lighter than a standalone one's defaults.
 FOLLOW_UP_BENCHMARK: dict[str, Any] = {"batch_sizes": [1, 8, 32], "runs": 10, "warmup": 2}
@@ -33,17 +34,30 @@ class JobAccepted(BaseModel):
 
 
 class PredictRequest(BaseModel):
+    """Exactly one of: ``texts`` (sentences), ``text`` (one sentence), ``pairs`` (sentence pairs, for a
+    variant trained on a pair task). Each sentence, of a pair too, is held to the per-text limits."""
+
     texts: list[str] | None = None
     text: str | None = None
+    pairs: list[tuple[str, str]] | None = Field(
+        default=None, description="sentence pairs [[first, second], ...], for variants of pair tasks")
 
     @model_validator(mode="after")
     def _one_of(self) -> PredictRequest:
-        if (self.texts is None) == (self.text is None):
-            raise ValueError("give exactly one of 'texts' (a list of strings) or 'text' (a string)")
+        given = [name for name in ("texts", "text", "pairs") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'texts' (a list of strings), 'text' (a string) or 'pairs' "
+                             "(a list of [first, second] string pairs)")
         return self
 
-    def all_texts(self) -> list[str]:
-        return self.texts if self.texts is not None else [self.text or ""]
+    def field(self) -> str:
+        """The field the inputs came in, for error messages."""
+        return "pairs" if self.pairs is not None else "texts"
+
+    def all_texts(self) -> list[Text]:
+        if self.pairs is not None:
+            return [(a, b) for a, b in self.pairs]
+        return list(self.texts) if self.texts is not None else [self.text or ""]
 
 
 class PredictionOut(BaseModel):

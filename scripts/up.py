@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from scripts.ensure_redis import answers, start  # noqa: E402
 from slimbert.config import get_settings  # noqa: E402
 
 SAMPLE = "a gorgeous , witty , seductive movie ."
+SAMPLE_PAIR = ("The company said profits rose 5 percent .", "Profits at the company were up 5 percent , it said .")
 
 
 def spawn(name: str, args: list[str], logs: Path) -> subprocess.Popen[bytes]:
@@ -63,6 +65,38 @@ def follow(client: httpx.Client, job_id: str) -> dict[str, Any]:
             time.sleep(1)
 
 
+def store_dataset(args: argparse.Namespace, client: httpx.Client) -> str:
+    """``--dataset``: one PATH (a file, or a folder of train/validation/test files) stored through POST /datasets
+    by path, or SPLIT=FILE items uploaded as those splits (GLUE's dev.tsv as ``test``: its test labels are
+    hidden). A dataset of that name already stored is used as it is."""
+    items = dict(item.split("=", 1) for item in args.dataset if "=" in item)
+    paths = [item for item in args.dataset if "=" not in item]
+    if (len(paths), bool(items)) not in ((1, False), (0, True)):
+        raise SystemExit("--dataset: give one PATH, or SPLIT=FILE items (train=..., validation=..., test=...)")
+    name = args.dataset_name or Path(paths[0] if paths else items["train"]).stem.lower()
+    if client.get(f"/datasets/{name}").status_code == 200:
+        print(f"dataset {name}: already stored, used as it is")
+        return name
+    fields = {"name": name, "text_column": args.text_column, "label_column": args.label_column,
+              **({"text_pair_column": args.text_pair_column} if args.text_pair_column else {})}
+    if paths:
+        resp = client.post("/datasets", json={**fields, "path": paths[0]})
+    else:
+        handles = {split: Path(f).open("rb") for split, f in items.items()}
+        try:
+            resp = client.post("/datasets", data=fields,
+                               files={split: (Path(items[split]).name, fh) for split, fh in handles.items()})
+        finally:
+            for fh in handles.values():
+                fh.close()
+    if resp.status_code != 201:
+        raise SystemExit(f"dataset refused ({resp.status_code}): {resp.text}")
+    m = resp.json()
+    print(f"dataset {name}: {m['task']} task, labels {m['label_names']}, rows "
+          + ", ".join(f"{k} {v['rows']}" for k, v in m["splits"].items()) + f", sha256 {m['sha256'][:12]}")
+    return name
+
+
 def write_results(args: argparse.Namespace, family: str, wall: float, client: httpx.Client) -> None:
     from slimbert.records import Showdown
     from slimbert.report.results import section, write_section
@@ -70,11 +104,10 @@ def write_results(args: argparse.Namespace, family: str, wall: float, client: ht
 
     manifests = [VariantManifest.model_validate(m) for m in client.get("/variants", params={"family": family}).json()]
     report = Showdown.model_validate(client.get("/reports/showdown", params={"family": family}).json())
-    command = " ".join(sys.argv[1:]).replace(args.recipe, repr(args.recipe)) if args.recipe != "{}" else " ".join(
-        sys.argv[1:])
-    command = f"./run.sh up {command}"
-    write_section(args.write_results, args.preset, section(args.preset, command, manifests, report, wall))
-    print(f"wrote the {args.preset} section of {args.write_results}")
+    command = f"./run.sh up {shlex.join(sys.argv[1:])}"  # quoted as typed: the section's command runs as written
+    label = args.label or args.preset
+    write_section(args.write_results, label, section(label, command, manifests, report, wall))
+    print(f"wrote the {label} section of {args.write_results}")
 
 
 def main() -> int:
@@ -87,6 +120,15 @@ def main() -> int:
     parser.add_argument("--exit-when-done", action="store_true", help="stop the stack after the prediction")
     parser.add_argument("--write-results", type=Path, default=None, metavar="FILE",
                         help="write this run's section (variants, showdown, recipe) into FILE, e.g. docs/RESULTS.md")
+    data = parser.add_argument_group("your data (default: the embedded GLUE SST-2)")
+    data.add_argument("--dataset", metavar="PATH|SPLIT=FILE", action="append", default=[],
+                      help="a file or folder of train/validation/test files (CSV, TSV, JSONL, Parquet) under "
+                      "SLIMBERT_ALLOWED_DATA_ROOTS, or repeated SPLIT=FILE uploads; stored through POST /datasets")
+    data.add_argument("--dataset-name", help="its name in the store (default: the file or folder name)")
+    data.add_argument("--text-column", default="text")
+    data.add_argument("--text-pair-column", default=None, help="the second sentence of a pair task")
+    data.add_argument("--label-column", default="label")
+    parser.add_argument("--label", default=None, help="the results section's name (default: the preset's)")
     args = parser.parse_args()
 
     # The API learns where it listens, so it can refuse to listen beyond loopback without keys.
@@ -99,7 +141,8 @@ def main() -> int:
     logs.mkdir(parents=True, exist_ok=True)
     py = sys.executable
     procs = [
-        spawn("api", [py, "-m", "uvicorn", "--factory", "app.main:create_app", "--host", args.host,
+        # app.serve: uvicorn with SLIMBERT_API_WORKERS processes
+        spawn("api", [py, "-m", "app.serve", "--factory", "app.main:create_app", "--host", args.host,
                       "--port", str(args.port)], logs),
         spawn("worker-cpu", [py, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", "cpu", "-c", "1",
                              "-n", f"cpu-{args.port}@%h", "--loglevel", "INFO"], logs),
@@ -131,6 +174,8 @@ def main() -> int:
                   + ", ".join(w["name"] for w in client.get("/workers").json()))
             started = time.monotonic()
             body: dict[str, Any] = {"preset": args.preset, "recipe": json.loads(args.recipe)}
+            if args.dataset:
+                body["recipe"]["dataset"] = store_dataset(args, client)
             if args.no_benchmark:
                 body["benchmark"] = None
             resp = client.post("/jobs/compress", json=body)
@@ -155,10 +200,11 @@ def main() -> int:
             if args.write_results:
                 write_results(args, job["family"], wall, client)
             # The first request loads the variant into the cache; time the second, warm one.
-            client.post("/predict", params={"family": job["family"]}, json={"text": SAMPLE}).raise_for_status()
-            body = client.post("/predict", params={"family": job["family"]}, json={"text": SAMPLE}).json()
+            sample: dict[str, Any] = ({"pairs": [list(SAMPLE_PAIR)]} if args.text_pair_column else {"text": SAMPLE})
+            client.post("/predict", params={"family": job["family"]}, json=sample).raise_for_status()
+            body = client.post("/predict", params={"family": job["family"]}, json=sample).json()
             p = body["predictions"][0]
-            print(f"POST /predict?variant={body['variant']}  {SAMPLE!r}\n  -> {p['label']} (score {p['score']:.3f}); "
+            print(f"POST /predict?variant={body['variant']}  {sample}\n  -> {p['label']} (score {p['score']:.3f}); "
                   f"latency {body['latency_ms']:.1f} ms (model {body['model_ms']:.1f} ms, "
                   f"tokenize {body['tokenize_ms']:.2f} ms; {body['runtime']} on {body['device']}, batch 1)")
             if args.exit_when_done:

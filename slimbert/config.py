@@ -83,19 +83,29 @@ class Settings(BaseSettings):
     # beside it; off by default (measured in docs/PERFORMANCE.md).
     ort_allow_spinning: bool = False
     inference_threads: int = Field(default=0, ge=0, le=256, description="0 means torch's default")
-    # The API sizes intra-op threads as inference_threads, or (when 0) CPU cores // serve_forward_workers,
+    # The API sizes intra-op threads as inference_threads, or (when 0) CPU cores // (serve_forward_workers x
+    # api_workers),
     # so the forward threads never ask for more cores than the machine has.
     predictor_cache_max_mb: int = Field(default=2048, ge=1, le=1_000_000,
                                         description="memory budget of loaded variants, by size on disk")
     serve_max_batch: int = Field(default=32, ge=1, le=4096, description="most texts in one forward pass")
-    serve_max_wait_ms: float = Field(default=5.0, ge=0.0, le=1000.0,
-                                     description="how long a batch waits for more requests to join")
+    # Padded tokens of one forward pass (texts x the longest, estimated from characters): long texts
+    # make smaller batches, so one batch's time and memory stay bounded whatever the lengths.
+    serve_max_batch_tokens: int = Field(default=4096, ge=16, le=1_000_000,
+                                        description="most padded tokens in one forward pass")
+    # Continuous batching: an idle model starts at once, batches form while a forward pass runs. A wait
+    # above 0 makes an idle model hold a lone request that long for company (the old micro-batching).
+    serve_max_wait_ms: float = Field(default=0.0, ge=0.0, le=1000.0,
+                                     description="how long an idle model waits for more requests to join")
     # Runtimes whose requests are not batched (max batch 1). Empty by default: on a quiet machine with ONNX
     # Runtime's spinning off, batching raised throughput for INT8 (1.22x) and fp32 (2.04x)
     # (docs/PERFORMANCE.md, Serving); an earlier run under heavy load had suggested the opposite for INT8.
     serve_unbatched_runtimes: list[str] = Field(default_factory=list)
     serve_forward_workers: int = Field(default=1, ge=1, le=64,
                                        description="forward passes that may run at once, all variants together")
+    # uvicorn worker processes of the API (python -m app.serve); each has its own cache and batchers, and
+    # intra-op threads are shared out so all processes together ask for no more threads than cores.
+    api_workers: int = Field(default=1, ge=1, le=64, description="API processes")
     serve_warmup: bool = True
     remote_predict_timeout_s: float = Field(default=30.0, gt=0.0, le=600.0)
     latency_window_s: float = Field(default=60.0, gt=0.0, le=3600.0)

@@ -10,6 +10,7 @@ validation is carved from train (stratified, seeded) before any training subset 
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import random
 from collections.abc import Iterator, Sequence
@@ -21,10 +22,13 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from slimbert.errors import DatasetUnavailable
+from slimbert.records import MetricName, Task
+from slimbert.store.store import sha256_file
 
 log = logging.getLogger(__name__)
 
 SST2_LABELS = {0: "negative", 1: "positive"}
+SST2_VALIDATION_EXAMPLES = 872  # as many as GLUE's dev, which is the test split
 _SPLIT_FILES = {"train": "train.tsv", "validation": "dev.tsv"}
 
 
@@ -37,7 +41,7 @@ def split_pairs(inputs: Sequence[Text]) -> tuple[list[str], list[str] | None]:
     if all(isinstance(x, str) for x in inputs):
         return [str(x) for x in inputs], None
     if all(isinstance(x, tuple) and len(x) == 2 for x in inputs):
-        return [x[0] for x in inputs], [x[1] for x in inputs]  # type: ignore[index]
+        return [x[0] for x in inputs], [x[1] for x in inputs]
     raise ValueError("a batch mixes single sentences and sentence pairs: send one kind")
 
 
@@ -62,6 +66,9 @@ class TextDataset:
     source: str
     pairs: list[str] | None = None
     label_names: tuple[str, ...] = ()
+    # How a model is scored on these examples when something chooses on them (early stopping,
+    # sensitivity): the task's primary metric, which the job sets on all three splits.
+    metric: MetricName = "accuracy"
 
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.labels) or (self.pairs is not None and len(self.pairs) != len(self.texts)):
@@ -81,7 +88,7 @@ class TextDataset:
     def take(self, ids: list[int]) -> TextDataset:
         """The examples at ``ids``, in that order, with the same source, pairing and label names."""
         return TextDataset([self.texts[i] for i in ids], [self.labels[i] for i in ids], self.source,
-                           None if self.pairs is None else [self.pairs[i] for i in ids], self.label_names)
+                           None if self.pairs is None else [self.pairs[i] for i in ids], self.label_names, self.metric)
 
     def subset(self, n: int | None, seed: int = 0) -> TextDataset:
         """A seeded random subset of ``n`` examples (all of them when n is None or too large)."""
@@ -125,6 +132,13 @@ class Splits:
     validation: TextDataset
     test: TextDataset
     how: dict[str, str]  # split -> where it came from, for the manifest and the showdown header
+    dataset: str = "glue-sst2"  # a stored dataset's name, or the embedded default
+    sha256: str | None = None  # of the dataset's stored files
+    task: Task = "single"
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return self.train.label_names
 
     def describe(self, seed: int) -> dict[str, Any]:
         """What a manifest records about the splits: sizes, label counts, origin and seed."""
@@ -134,14 +148,16 @@ class Splits:
 
         return {name: {"examples": len(d), "labels": counts(d), "from": self.how[name]}
                 for name, d in (("train", self.train), ("validation", self.validation), ("test", self.test))
-                } | {"seed": seed, "selects": "validation", "reports": "test"}
+                } | {"seed": seed, "selects": "validation", "reports": "test", "dataset": self.dataset,
+                     "sha256": self.sha256, "task": self.task}
 
 
-def sst2_splits(local_dir: Path | None, *, offline: bool, validation_examples: int, seed: int,
+def sst2_splits(local_dir: Path | None, *, offline: bool, validation_examples: int | None, seed: int,
                 train_examples: int | None = None, test_examples: int | None = None) -> Splits:
     """SST-2's three splits: test is GLUE's dev (its test labels are hidden), validation is carved from
     GLUE's train (stratified, ``seed``), and train is what is left, optionally a seeded subset."""
     full_train = load_sst2("train", local_dir, offline=offline)
+    validation_examples = validation_examples or SST2_VALIDATION_EXAMPLES
     train, validation = stratified_split(full_train, validation_examples, seed)
     test = load_sst2("validation", local_dir, offline=offline).subset(test_examples, seed)
     return Splits(train.subset(train_examples, seed), validation, test, {
@@ -149,7 +165,17 @@ def sst2_splits(local_dir: Path | None, *, offline: bool, validation_examples: i
         "validation": f"{len(validation)} of GLUE SST-2 train, stratified by label, seed {seed}",
         "test": "GLUE SST-2 dev (GLUE's test labels are hidden)" + (f", {len(test)}-example subset" if test_examples
                                                                     else ""),
-    })
+    }, sha256=_files_sha256([Path(full_train.source), Path(test.source)]))
+
+
+def _files_sha256(paths: list[Path]) -> str | None:
+    """One digest over the files' own digests (None for data that did not come from local files)."""
+    if not all(p.is_file() for p in paths):
+        return None
+    digest = hashlib.sha256()
+    for p in paths:
+        digest.update(sha256_file(p).encode())
+    return digest.hexdigest()
 
 
 def read_tsv(path: Path) -> TextDataset:
@@ -160,7 +186,7 @@ def read_tsv(path: Path) -> TextDataset:
         for row in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
             texts.append(row["sentence"])
             labels.append(int(row["label"]))
-    return TextDataset(texts, labels, str(path))
+    return TextDataset(texts, labels, str(path), label_names=tuple(SST2_LABELS.values()))
 
 
 def load_sst2(split: str, local_dir: Path | None, *, offline: bool) -> TextDataset:
@@ -188,7 +214,8 @@ def load_sst2(split: str, local_dir: Path | None, *, offline: bool) -> TextDatas
             f"could not load GLUE SST-2 from the hub: {exc}",
             hint="set SLIMBERT_SST2_DIR to a local directory holding train.tsv and dev.tsv",
         ) from exc
-    return TextDataset(list(ds["sentence"]), [int(x) for x in ds["label"]], "hub:glue/sst2")
+    return TextDataset(list(ds["sentence"]), [int(x) for x in ds["label"]], "hub:glue/sst2",
+                       label_names=tuple(SST2_LABELS.values()))
 
 
 # Sentences sorted by length within windows of this many batches: long enough to group similar

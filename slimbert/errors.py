@@ -40,6 +40,12 @@ class ModelUnavailable(SlimBertError):
     status_code = 422
 
 
+class LabelMismatch(SlimBertError):
+    """A fine-tuned classifier whose labels are not the dataset's."""
+
+    status_code = 422
+
+
 class DatasetUnavailable(SlimBertError):
     status_code = 422
 

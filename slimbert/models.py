@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from huggingface_hub import snapshot_download
@@ -18,7 +19,7 @@ from transformers import (
 )
 
 from slimbert.config import Settings
-from slimbert.errors import ModelUnavailable
+from slimbert.errors import LabelMismatch, ModelUnavailable
 from slimbert.runtime.shapes import INTERMEDIATE_SIZES_ATTR, from_pretrained_pruned
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,26 @@ def resolve_model(model_id: str, settings: Settings) -> str:
             "only where the hub is reachable",
         )
     return model_id
+
+
+def classifier_labels(path: str, names: Sequence[str]) -> dict[int, str] | None:
+    """The checkpoint's own ``id2label`` when it already is a sequence classifier for the labels ``names``
+    (in any order: the job then uses the model's ids); None when it is a base encoder that needs a head.
+
+    A classifier with other labels is refused, never silently re-headed: its fine-tuning would be lost.
+    ``LABEL_0``..``LABEL_n`` (transformers' names when none were given) match integer labels ``0``..``n``.
+    """
+    config = AutoConfig.from_pretrained(path)
+    if not any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
+        return None
+    id2label = {int(k): str(v) for k, v in (config.id2label or {}).items()}
+    readable = {i: (n[len("LABEL_"):] if n == f"LABEL_{i}" else n) for i, n in id2label.items()}
+    if sorted(readable.values()) == sorted(names):
+        return {i: readable[i] for i in sorted(readable)}
+    raise LabelMismatch(
+        f"{path} is a classifier for labels {sorted(readable.values())}, but the dataset's labels are {sorted(names)}",
+        hint="give a dataset with the model's labels, set id2label in the model's config.json to the dataset's "
+        "label names (in the model's order), or start from a base encoder, which is fine-tuned on the dataset")
 
 
 def has_trained_head(path: str, labels: dict[int, str]) -> bool:

@@ -50,6 +50,10 @@ ISAS: tuple[str, ...] = ("avx512_vnni", "avx2", "arm64")
 CalibrationMethod = Literal["minmax", "entropy", "percentile"]
 Activations = Literal["static", "dynamic"]  # Inductor INT8: calibrated ranges, or measured per batch
 HalfDtype = Literal["bf16", "fp16"]
+# The primary metric of a task (benchmark.metrics says how "auto" chooses).
+MetricName = Literal["accuracy", "macro_f1", "f1"]
+MetricChoice = Literal["auto", "accuracy", "macro_f1", "f1"]
+Task = Literal["single", "pair"]  # single sentences, or sentence pairs
 
 PresetName = Literal["quick", "study", "study-1epoch", "max-cpu", "tiny", "every-stage-tiny"]
 JobKind = Literal["compress", "benchmark", "autotune"]
@@ -147,6 +151,10 @@ class VariantMeasurement(Record):
     accuracy: float | None = None
     accuracy_ci95: tuple[float, float] | None = None  # Wilson interval
     macro_f1: float | None = None
+    f1: float | None = None  # of the positive class (label id 1), binary tasks only
+    metric: MetricName | None = None  # the task's primary metric, and its value and 95% interval
+    metric_value: float | None = None
+    metric_ci95: tuple[float, float] | None = None  # Wilson for accuracy, a seeded bootstrap for the F1s
     test_examples: int | None = Field(default=None, validation_alias=AliasChoices("test_examples", "dev_examples"))
     eval_seconds: float | None = None
     mcnemar_vs_baseline: McNemarRecord | None = None
@@ -240,6 +248,9 @@ class DeviceCell(Record):
     accuracy: float | None = None
     accuracy_ci95: tuple[float, float] | None = None
     macro_f1: float | None = None
+    f1: float | None = None
+    metric_value: float | None = None  # the primary metric (Showdown.metric) and its 95% interval
+    metric_ci95: tuple[float, float] | None = None
     latency_ms: float | None = None  # p50
     p99_ms: float | None = None
     spread_ms: float | None = None
@@ -268,7 +279,9 @@ class ShowdownRow(Record):
     parent: str | None = None
     technique: str
     test_accuracy_at_creation: float | None = None  # reported
-    validation_accuracy_at_creation: float | None = None  # what the recommendations choose on
+    validation_accuracy_at_creation: float | None = None
+    test_metric_at_creation: float | None = None  # the primary metric, reported
+    validation_metric_at_creation: float | None = None  # the primary metric: what the recommendations choose on
     compression_ratio: float | None = None
     cpu: DeviceCell
     gpu: DeviceCell
@@ -350,6 +363,8 @@ class Showdown(Record):
     run: RunSummary | None = None
     autotune: AutotuneSummary | None = None
     splits: dict[str, Any] | None = None  # the baseline manifest's: which split selects, which reports
+    metric: str = "accuracy"  # the task's primary metric: the gate and the recommendations read it
+    dataset: str | None = None  # a stored dataset's name, or None for the embedded GLUE SST-2
 
 
 # --- Compression job results --------------------------------------------------------------------
@@ -361,6 +376,8 @@ class VariantResult(Record):
 
     test_accuracy: float
     validation_accuracy: float
+    test_metrics: dict[str, float] = {}  # accuracy, macro_f1 and (binary tasks) f1
+    validation_metrics: dict[str, float] = {}
     parent: str | None = None
     technique: str
     runtime: Runtime

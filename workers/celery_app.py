@@ -16,6 +16,7 @@ from celery.worker.control import control_command
 from kombu import Queue
 
 from slimbert.config import get_settings
+from slimbert.datasets import DatasetStore
 from slimbert.hardware import worker_capabilities
 from slimbert.jobs.reaper import celery_time_limits
 from slimbert.store.store import VariantStore
@@ -46,6 +47,7 @@ def _report_capabilities(**_: Any) -> None:
     log.info("worker capabilities: %s", _capabilities)
     # Staging left by jobs that died with their worker: anything older than a task may live is debris.
     removed = VariantStore(settings.store_dir).clean_staging(older_than_s=settings.task_time_limit_s)
+    removed += DatasetStore(settings.dataset_dir).clean_staging(older_than_s=settings.task_time_limit_s)
     if removed:
         log.info("removed %d stale staging directories", removed)
 

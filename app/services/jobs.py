@@ -15,6 +15,7 @@ from slimbert.models import resolve_model
 from slimbert.orchestrate.autotune_spec import AutotuneSpec
 from slimbert.orchestrate.benchmark import plan_benchmark
 from slimbert.records import BASELINE
+from slimbert.splits import check_recipe_data
 from slimbert.store.store import VariantStore
 from slimbert.tasks import QUEUE_CPU, TASK_AUTOTUNE, TASK_COMPRESS
 
@@ -37,7 +38,8 @@ def submit_compress(
         _validate_benchmark_options(request.benchmark, recipe.family_name())
     # The worker resolves the model again; refusing here means a bad path or an unknown hub id is a 422
     # now, not a failed job later. A path outside SLIMBERT_ALLOWED_MODEL_ROOTS is refused either way.
-    resolve_model(recipe.base_model, queue.settings)
+    base_path = resolve_model(recipe.base_model, queue.settings)
+    check_recipe_data(queue.settings, dataset=recipe.dataset, metric=recipe.metric, base_path=base_path)
     queue.require_redis()
     queue_name, fallback = queue.choose_queue(request.device)
     record = JobRecord(

@@ -1,5 +1,6 @@
-"""Choosing a variant and running a prediction: through the variant's micro-batcher in this process,
-or on a GPU worker for variants that need CUDA when this process has none."""
+"""Running a prediction: the variant from the serving catalog (cached manifests and default choice),
+then its continuous batcher in this process, or a GPU worker for variants that need CUDA when this
+process has none."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -15,74 +16,41 @@ from starlette.concurrency import run_in_threadpool
 from app.schemas import PredictionOut, PredictResponse
 from app.serving.engine import ServingEngine, needs_gpu
 from slimbert.config import Settings
-from slimbert.errors import InvalidInput, NoWorkerForDevice, VariantNotFound
-from slimbert.records import BASELINE, PRUNED, BenchmarkRun
-from slimbert.report.showdown import build_showdown
+from slimbert.data import Text
+from slimbert.errors import InvalidInput, NoWorkerForDevice
 from slimbert.store.manifest import VariantManifest
-from slimbert.store.store import VariantStore
 
 log = logging.getLogger(__name__)
 
-# Without a named variant and without a benchmark run, serve the first of these that the family has:
-# the smallest, fastest CPU form first. With a run, the showdown's CPU recommendation wins.
-DEFAULT_ORDER = ("pruned-int8", "baseline-int8", PRUNED, BASELINE)
 
-
-def recommended_cpu_variant(store: VariantStore, family: str) -> str | None:
-    """The showdown's CPU pick from the family's latest benchmark run, or None without one."""
-    raw = store.latest_report(family)
-    if raw is None:
-        return None
-    try:
-        run = BenchmarkRun.model_validate(raw)
-        return build_showdown(family, store.manifests(family), run).recommendations.cpu.variant
-    except Exception as exc:  # a malformed run must not take serving down: fall back to the order
-        log.warning("showdown of %s failed, using the fallback order: %s", family, exc)
-        return None
-
-
-def choose_variant(store: VariantStore, family: str | None, variant: str | None) -> VariantManifest:
-    fam = family or store.newest_family()
-    if variant:
-        return store.manifest(fam, variant)  # 404 with the list of what exists
-    manifests = {m.variant: m for m in store.manifests(fam)}
-    if not manifests:
-        raise VariantNotFound(f"family {fam} has no variants", hint="run POST /jobs/compress")
-    recommended = recommended_cpu_variant(store, fam)
-    if recommended in manifests:
-        return manifests[recommended]
-    for name in DEFAULT_ORDER:
-        if name in manifests:
-            return manifests[name]
-    # Last resort: alphabetical, variants the CPU can serve first.
-    return min(manifests.values(), key=lambda m: (needs_gpu(m), m.variant))
-
-
-def check_texts(texts: list[str], settings: Settings) -> None:
+def check_texts(texts: Sequence[Text], settings: Settings, field: str = "texts") -> None:
+    """The per-request limits: how many inputs, and non-blank sentences of at most so many characters
+    (each sentence of a pair on its own)."""
     if not texts:
-        raise InvalidInput("texts is empty", hint="send at least one text")
+        raise InvalidInput(f"{field} is empty", hint="send at least one text")
     if len(texts) > settings.max_texts_per_request:
-        raise InvalidInput(f"texts has {len(texts)} items", hint=f"send at most {settings.max_texts_per_request}")
-    for i, text in enumerate(texts):
-        if not text.strip():
-            raise InvalidInput(f"texts[{i}] is empty", hint="send non-blank texts")
-        if len(text) > settings.max_chars_per_text:
-            raise InvalidInput(f"texts[{i}] has {len(text)} characters",
-                               hint=f"send at most {settings.max_chars_per_text} characters per text")
+        raise InvalidInput(f"{field} has {len(texts)} items", hint=f"send at most {settings.max_texts_per_request}")
+    for i, item in enumerate(texts):
+        parts = [(f"{field}[{i}]", item)] if isinstance(item, str) else [
+            (f"{field}[{i}][{j}]", part) for j, part in enumerate(item)]
+        for where, text in parts:
+            if not text.strip():
+                raise InvalidInput(f"{where} is empty", hint="send non-blank texts")
+            if len(text) > settings.max_chars_per_text:
+                raise InvalidInput(f"{where} has {len(text)} characters",
+                                   hint=f"send at most {settings.max_chars_per_text} characters per text")
 
 
-def _cpu_servable(store: VariantStore, family: str) -> list[str]:
-    return [m.variant for m in store.manifests(family) if not needs_gpu(m)]
-
-
-async def predict(engine: ServingEngine, texts: list[str], family: str | None, variant: str | None) -> PredictResponse:
+async def predict(engine: ServingEngine, texts: Sequence[Text], family: str | None, variant: str | None,
+                  field: str = "texts") -> PredictResponse:
     start = time.perf_counter()
-    check_texts(texts, engine.settings)
-    # Store reads touch the disk: keep them off the event loop.
-    manifest = await run_in_threadpool(choose_variant, engine.store, family, variant)
-    key = (manifest.family, manifest.variant)
+    check_texts(texts, engine.settings, field)
+    # On the loop: while the catalog's answers are current this is a few stat calls (microseconds); a
+    # manifest is read, or the default recomputed from the latest run, only once after the store changed.
+    manifest = engine.catalog.choose(family, variant)
     if needs_gpu(manifest) and not engine.cuda:
-        return await _predict_remote(engine, manifest, texts, start)
+        return await _predict_remote(engine, manifest, list(texts), start)
+    key = engine.serve_version(manifest)
     res = await engine.batcher(key, manifest.runtime).submit(texts)
     total_ms = (time.perf_counter() - start) * 1000
     engine.latency.record(key, total_ms=total_ms, model_ms=res.model_ms, queue_ms=res.queue_ms,
@@ -96,11 +64,11 @@ async def predict(engine: ServingEngine, texts: list[str], family: str | None, v
     )
 
 
-async def _predict_remote(engine: ServingEngine, manifest: VariantManifest, texts: list[str],
+async def _predict_remote(engine: ServingEngine, manifest: VariantManifest, texts: list[Text],
                           start: float) -> PredictResponse:
     fam, var = manifest.family, manifest.variant
     if not await run_in_threadpool(engine.remote.gpu_worker_live):
-        cpu = await run_in_threadpool(_cpu_servable, engine.store, fam)
+        cpu = engine.catalog.cpu_servable(fam)
         raise NoWorkerForDevice(
             f"{fam}/{var} needs a GPU: this API has no CUDA and no live worker consumes the gpu queue",
             hint=f"start a GPU worker, or ask for a variant served on the CPU: {', '.join(cpu) or 'none'}")
@@ -125,9 +93,9 @@ def server_timing(resp: PredictResponse) -> str:
 
 
 def latency_of(engine: ServingEngine, family: str, variant: str) -> dict[str, Any]:
-    manifest = engine.store.manifest(family, variant)  # 404 with what exists
+    manifest = engine.catalog.manifest(family, variant)  # 404 with what exists
     key = (manifest.family, manifest.variant)
-    loaded = engine.cache.info()
+    loaded = engine.loaded()
     return {**engine.latency.stats(key), "loaded": key in loaded, **loaded.get(key, {})}
 
 

@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 from slimbert.errors import NotFound
-from slimbert.records import Showdown
+from slimbert.records import BenchmarkRun, Showdown
 from slimbert.report.figures import CHARTS, chart
 from slimbert.report.render import to_csv, to_html, to_markdown
 from slimbert.report.showdown import autotune_summary, build_showdown, latest_benchmark_run
+from slimbert.store.manifest import VariantManifest
 from slimbert.store.store import VariantStore
+
+log = logging.getLogger(__name__)
+
+
+def cpu_recommendation(store: VariantStore, family: str, manifests: list[VariantManifest]) -> str | None:
+    """The showdown's CPU pick from the family's latest benchmark run, or None without one. The serving
+    catalog caches it until the family's variants or runs change."""
+    raw = store.latest_report(family)
+    if raw is None:
+        return None
+    try:
+        run = BenchmarkRun.model_validate(raw)
+        return build_showdown(family, manifests, run).recommendations.cpu.variant
+    except Exception as exc:  # a malformed run must not take serving down: fall back to the order
+        log.warning("showdown of %s failed, using the fallback order: %s", family, exc)
+        return None
 
 
 def showdown(store: VariantStore, family: str | None, batch_size: int, gate: float) -> Showdown:

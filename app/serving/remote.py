@@ -7,6 +7,7 @@ from typing import Any
 from celery.exceptions import TimeoutError as CeleryTimeout
 
 from app.services.queue import QueueClient
+from slimbert.data import Text
 from slimbert.errors import SlimBertError
 from slimbert.tasks import QUEUE_GPU, TASK_PREDICT
 
@@ -27,7 +28,7 @@ class RemoteForwarder:
     def gpu_worker_live(self) -> bool:
         return self.queue.redis_ok() and QUEUE_GPU in self.queue.live_queues()
 
-    def predict(self, family: str, variant: str, texts: list[str]) -> dict[str, Any]:
+    def predict(self, family: str, variant: str, texts: list[Text]) -> dict[str, Any]:
         """Blocking: run it in a thread. The message expires with the wait, so no worker runs it late."""
         self.queue.require_redis()
         result = self.queue.celery.send_task(TASK_PREDICT, args=[family, variant, texts], queue=QUEUE_GPU,

@@ -20,13 +20,14 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from slimbert.benchmark.flops import COMPUTED_LABEL, MEASURED_LABEL, computed_gflops, measured_gflops
 from slimbert.benchmark.latency import interleaved, throughput
 from slimbert.benchmark.memory import cuda_peak_memory_mb, measure_fresh_process
-from slimbert.benchmark.stats import macro_f1, mcnemar, paired_difference, wilson_interval
+from slimbert.benchmark.stats import mcnemar, paired_difference
 from slimbert.config import Settings
-from slimbert.data import TextDataset, load_sst2
+from slimbert.data import Text, TextDataset
 from slimbert.hardware import describe_environment
 from slimbert.inference.bucketing import predict_label_ids
 from slimbert.inference.loader import load_variant
 from slimbert.inference.predictor import Encoded, Predictor, model_call
+from slimbert.metrics import all_metrics, interval
 from slimbert.records import (
     BASELINE,
     Device,
@@ -40,6 +41,7 @@ from slimbert.records import (
     SeqLen,
     VariantMeasurement,
 )
+from slimbert.splits import test_split_of
 from slimbert.store.manifest import NAME_PATTERN, VariantManifest
 from slimbert.store.store import VariantStore
 
@@ -110,18 +112,23 @@ def peak_memory_probe(store_dir: str, family: str, variant: str, batch_size: int
 
 def _measure_accuracy(rows: dict[str, VariantMeasurement], predictors: dict[str, Predictor], dev: TextDataset,
                       tick: Callable[[], None]) -> None:
-    """Accuracy, its Wilson interval and macro-F1 per variant; McNemar and the paired difference vs the baseline."""
+    """Accuracy (Wilson interval), macro-F1, F1 and the primary metric with its interval per variant; McNemar
+    and the paired difference vs the baseline, on per-example correctness."""
     preds: dict[str, list[int]] = {}
+    n_labels = len(dev.label_names) or 2
     for name, predictor in predictors.items():
         start = time.perf_counter()
-        preds[name] = predict_label_ids(predictor, dev.texts)
+        preds[name] = predict_label_ids(predictor, dev.inputs)
         seconds = time.perf_counter() - start
-        correct = sum(int(p == y) for p, y in zip(preds[name], dev.labels, strict=True))
-        low, high = wilson_interval(correct, len(dev))
+        values = all_metrics(preds[name], dev.labels, n_labels)
+        low, high = interval("accuracy", preds[name], dev.labels, n_labels)
         row = rows[name]
-        row.accuracy = round(correct / len(dev), 4)
+        row.accuracy = values["accuracy"]
         row.accuracy_ci95 = (round(low, 4), round(high, 4))
-        row.macro_f1 = round(macro_f1(preds[name], dev.labels), 4)
+        row.macro_f1, row.f1 = values["macro_f1"], values.get("f1")
+        row.metric, row.metric_value = dev.metric, values[dev.metric]
+        low, high = interval(dev.metric, preds[name], dev.labels, n_labels)
+        row.metric_ci95 = (round(low, 4), round(high, 4))
         row.test_examples = len(dev)
         row.eval_seconds = round(seconds, 2)
         tick()
@@ -134,7 +141,7 @@ def _measure_accuracy(rows: dict[str, VariantMeasurement], predictors: dict[str,
             rows[name].paired_vs_baseline = PairedRecord(difference=round(diff, 4), margin95=round(margin, 4))
 
 
-def _measure_latency(rows: dict[str, VariantMeasurement], predictors: dict[str, Predictor], texts: list[str],
+def _measure_latency(rows: dict[str, VariantMeasurement], predictors: dict[str, Predictor], texts: list[Text],
                      spec: BenchmarkSpec, device: Device, *, gflops: bool) -> None:
     """Model-time latency of every variant at one batch size (``len(texts)``), timed interleaved."""
     calls: dict[str, Callable[[], object]] = {}
@@ -154,6 +161,14 @@ def _measure_latency(rows: dict[str, VariantMeasurement], predictors: dict[str, 
         record = LatencyRecord(**st.to_dict(), throughput_seq_s=round(throughput(bs, st), 2),
                                tokenize_ms=round(tokenize_ms[name], 3), seq_len=seqs[name])
         rows[name].latency = {**rows[name].latency, str(bs): record}  # assigned, so the record counts it as set
+
+
+def family_test_split(settings: Settings, manifests: dict[str, VariantManifest]) -> TextDataset:
+    """The test split a family's variants were reported on when made, label ids in the models' order."""
+    if not manifests:
+        raise ValueError("no variants to benchmark")
+    ref = manifests.get(BASELINE) or next(iter(manifests.values()))
+    return test_split_of(settings, ref.recipe, ref.labels, ref.metric)
 
 
 def benchmark_device(settings: Settings, spec: BenchmarkSpec, device: Device, progress: Progress | None = None
@@ -189,21 +204,21 @@ def benchmark_device(settings: Settings, spec: BenchmarkSpec, device: Device, pr
         if progress:
             progress(min(100.0, 100.0 * done / steps))
 
-    # The test split: GLUE SST-2 dev (GLUE hides its test labels); nothing in a job selects on it.
-    dev = load_sst2("validation", settings.sst2_dir, offline=settings.offline).subset(spec.test_examples)
+    # The family's test split, rebuilt from its recipe (for SST-2, GLUE's dev): nothing in a job selected on it.
+    dev = family_test_split(settings, manifests).subset(spec.test_examples)
     if spec.accuracy:
         _measure_accuracy(rows, predictors, dev, tick)
     else:
         tick(len(predictors))
     for bs in spec.batch_sizes if predictors else []:
-        texts = [dev.texts[i % len(dev)] for i in range(bs)]
+        texts = [dev.inputs[i % len(dev)] for i in range(bs)]
         _measure_latency(rows, predictors, texts, spec, device, gflops=bs == spec.batch_sizes[0])
         tick(len(predictors))
     if spec.peak_memory:
         bs = max(spec.batch_sizes)
         for name, predictor in predictors.items():
             if device == "gpu":
-                texts = [dev.texts[i % len(dev)] for i in range(bs)]
+                texts = [dev.inputs[i % len(dev)] for i in range(bs)]
                 peak = cuda_peak_memory_mb(model_call(predictor, predictor.encode(texts, spec.seq_len)))
             else:
                 peak = measure_fresh_process("slimbert.benchmark.runner:peak_memory_probe", {

@@ -5,82 +5,17 @@ Inputs are array-likes of integer class ids (lists, numpy arrays or CPU tensors)
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 from scipy import stats as sps
+
+from slimbert.metrics import _paired
 
 # Below this many discordant pairs the chi-square approximation is poor; the exact test is used.
 MCNEMAR_EXACT_BELOW = 25
-
-
-def _as_labels(values: ArrayLike, name: str) -> NDArray[Any]:
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
-    return arr
-
-
-def _paired(preds: ArrayLike, labels: ArrayLike) -> tuple[NDArray[Any], NDArray[Any]]:
-    p = _as_labels(preds, "preds")
-    y = _as_labels(labels, "labels")
-    if p.shape != y.shape:
-        raise ValueError(f"preds and labels differ in length: {p.shape[0]} vs {y.shape[0]}")
-    if p.size == 0:
-        raise ValueError("preds and labels are empty")
-    return p, y
-
-
-def accuracy(preds: ArrayLike, labels: ArrayLike) -> float:
-    """Fraction of predictions equal to their label."""
-    p, y = _paired(preds, labels)
-    return float(np.mean(p == y))
-
-
-def macro_f1(preds: ArrayLike, labels: ArrayLike, classes: Sequence[int] | None = None) -> float:
-    """Unweighted mean of per-class F1 over ``classes`` (default: every class seen in preds or labels).
-
-    Matches scikit-learn's ``f1_score(average='macro')`` with ``zero_division=0``: a class with no
-    true positives scores 0.
-    """
-    p, y = _paired(preds, labels)
-    class_ids = np.unique(np.concatenate([p, y])) if classes is None else np.asarray(list(classes))
-    if class_ids.size == 0:
-        raise ValueError("no classes to average over")
-    scores = []
-    for cls in class_ids:
-        tp = int(np.sum((p == cls) & (y == cls)))
-        fp = int(np.sum((p == cls) & (y != cls)))
-        fn = int(np.sum((p != cls) & (y == cls)))
-        denom = 2 * tp + fp + fn
-        scores.append(2 * tp / denom if denom else 0.0)
-    return float(np.mean(scores))
-
-
-def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion ``correct / n``.
-
-    Preferred over the normal (Wald) interval because it stays inside [0, 1] and keeps its
-    coverage near 0% and 100% accuracy, where compressed models often sit. ``n == 0`` gives (0, 1).
-    """
-    if n < 0 or correct < 0 or correct > n:
-        raise ValueError(f"need 0 <= correct <= n, got correct={correct}, n={n}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if n == 0:
-        return 0.0, 1.0
-    z = float(sps.norm.ppf(0.5 + confidence / 2.0))
-    phat = correct / n
-    denom = 1.0 + z * z / n
-    centre = (phat + z * z / (2.0 * n)) / denom
-    half = z * math.sqrt(phat * (1.0 - phat) / n + z * z / (4.0 * n * n)) / denom
-    # At 0% and 100% the bound is exactly 0 or 1; pin it rather than keep a rounding error.
-    low = 0.0 if correct == 0 else max(0.0, centre - half)
-    high = 1.0 if correct == n else min(1.0, centre + half)
-    return low, high
 
 
 @dataclass(frozen=True)

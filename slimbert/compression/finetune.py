@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
 from slimbert.data import TextDataset, iter_batches
+from slimbert.metrics import score
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class EvalResult:
     loss: float
     predictions: list[int] = field(repr=False)
     seconds: float
+    score: float  # the data's primary metric (accuracy, macro-F1 or F1): what selection reads
 
 
 @dataclass
@@ -137,7 +139,8 @@ def evaluate(
     model.train(was_training)
     correct = sum(int(p == y) for p, y in zip(preds, data.labels, strict=True))
     n = max(len(data), 1)
-    return EvalResult(correct / n, loss_sum / n, preds, time.perf_counter() - start)
+    primary = score(data.metric, preds, data.labels, int(model.config.num_labels)) if preds else 0.0
+    return EvalResult(correct / n, loss_sum / n, preds, time.perf_counter() - start, primary)
 
 
 def finetune(
@@ -188,17 +191,18 @@ def finetune(
                 progress(95.0 * step / total)
         epochs_run += 1
         result = evaluate(model, tokenizer, dev)
-        history.append({"epoch": epoch + 1, "dev_accuracy": result.accuracy, "dev_loss": result.loss})
-        log.info("epoch %d: dev accuracy %.4f loss %.4f", epoch + 1, result.accuracy, result.loss)
-        if result.accuracy > best_acc:
-            best_acc, best_loss, stale = result.accuracy, result.loss, 0
+        history.append({"epoch": epoch + 1, "dev_accuracy": result.accuracy, "dev_loss": result.loss,
+                        f"validation_{dev.metric}": result.score})
+        log.info("epoch %d: validation %s %.4f loss %.4f", epoch + 1, dev.metric, result.score, result.loss)
+        if result.score > best_acc:
+            best_acc, best_loss, stale = result.score, result.loss, 0
             # Only worth the copy when a later epoch could be worse.
             best_state = copy.deepcopy(model.state_dict()) if epoch + 1 < cfg.epochs else None
         else:
             stale += 1
             if cfg.early_stopping_patience is not None and stale >= cfg.early_stopping_patience:
                 break
-    if best_state is not None and history[-1]["dev_accuracy"] < best_acc:
+    if best_state is not None and history[-1][f"validation_{dev.metric}"] < best_acc:
         model.load_state_dict(best_state)
     model.eval()
     if progress:

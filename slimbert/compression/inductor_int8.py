@@ -29,6 +29,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from slimbert.compression.onnx_int8 import PrecisionResult, copy_tokenizer_files, list_files
 from slimbert.data import Text, tokenize
+from slimbert.hardware import has_vnni
 from slimbert.records import Activations
 from slimbert.runtime.inductor import COMPILE_FILE, PROGRAM_FILE
 from slimbert.runtime.shapes import from_pretrained_pruned
@@ -109,7 +110,10 @@ def quantize_inductor_int8(
     with torch.no_grad():
         graph = torch.export.export(_Logits(model), (), example, dynamic_shapes=shapes).module()
         quantizer = xiq.X86InductorQuantizer()
-        quantizer.set_global(xiq.get_default_x86_inductor_quantization_config(is_dynamic=activations == "dynamic"))
+        # Without VNNI, u8 x s8 products are summed in saturating int16 (vpmaddubsw): 7-bit activations keep
+        # the sums in range, as torchao advises for such CPUs (AVX2-only EPYCs and older Xeons).
+        quantizer.set_global(xiq.get_default_x86_inductor_quantization_config(
+            is_dynamic=activations == "dynamic", reduce_range=not has_vnni()))
         prepared = prepare_pt2e(graph, quantizer)
         for start in range(0, len(calibration_texts), batch_size):
             enc = tokenize(tokenizer, list(calibration_texts[start : start + batch_size]), padding=True,

@@ -40,7 +40,8 @@ from slimbert.runtime.ort import ort_session
 logger = logging.getLogger(__name__)
 
 # optimum's exporter names nodes after the torch module path: /bert/encoder/layer.3/attention/self/query/MatMul
-_LAYER = re.compile(r"/encoder/layer\.(\d+)/")
+# (RoBERTa, ELECTRA, DeBERTa-v2 alike); DistilBERT's layers live at /distilbert/transformer/layer.3/.
+_LAYER = re.compile(r"/(?:encoder|transformer)/layer\.(\d+)/")
 
 
 @dataclass(frozen=True)

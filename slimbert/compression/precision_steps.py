@@ -74,6 +74,15 @@ def _config(path: Path) -> dict[str, Any]:
     return loaded
 
 
+def num_layers(config: dict[str, Any]) -> int:
+    """Encoder depth from config.json: ``num_hidden_layers``, or DistilBERT's ``n_layers``."""
+    return int(config.get("num_hidden_layers", config.get("n_layers", 0)))
+
+
+# Model types whose ONNX export holds control-flow subgraphs (If), which static quantization cannot take.
+SUBGRAPH_EXPORTS = frozenset({"deberta-v2"})
+
+
 def has_pruned_heads(path: Path) -> bool:
     return any(heads for heads in (_config(path).get("pruned_heads") or {}).values())
 
@@ -90,9 +99,13 @@ def cannot_run(recipe: Recipe, step: PrecisionStep, src: Path, device: str) -> s
                     "than fp32 here")
     if step.method == "int8-inductor":
         return inductor_int8_unavailable()
+    if step.method == "int8-static" and _config(src).get("model_type") in SUBGRAPH_EXPORTS:
+        return ("DeBERTa-v2 exports to ONNX with If subgraphs (transformers scripts its relative-position "
+                "helpers with torch.jit.script), and ONNX Runtime's static quantizer refuses graphs with "
+                "subgraphs; dynamic INT8 (int8_dynamic), QAT and mixed INT8 work on it")
     if step.method == "int8-mixed":
         assert recipe.precision is not None and recipe.precision.int8_mixed is not None
-        keep, layers = recipe.precision.int8_mixed.keep_fp32_layers, int(_config(src)["num_hidden_layers"])
+        keep, layers = recipe.precision.int8_mixed.keep_fp32_layers, num_layers(_config(src))
         if keep >= layers:
             return (f"keep_fp32_layers is {keep} but {step.source} has {layers} encoder layers: nothing would be "
                     f"quantized; use at most {layers - 1}")

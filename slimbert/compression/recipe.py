@@ -16,7 +16,7 @@ from slimbert.compression.distill import DistillationSchedule
 from slimbert.compression.finetune import FinetuneConfig
 from slimbert.compression.heads import FfnMethod, FfnScope
 from slimbert.compression.schedules import Schedule, ScheduleKind
-from slimbert.records import BASELINE, HEADS, PRUNED, Activations, CalibrationMethod, Isa
+from slimbert.records import BASELINE, HEADS, PRUNED, Activations, CalibrationMethod, Isa, MetricChoice
 from slimbert.store.manifest import NAME_PATTERN
 
 LayerStrategy = Literal["sensitivity", "top", "alternate"]
@@ -232,13 +232,20 @@ class Recipe(_Strict):
 
     base_model: str = "sentence-transformers/all-MiniLM-L6-v2"
     family: str | None = Field(default=None, pattern=NAME_PATTERN)
-    train_examples: int | None = Field(default=8000, ge=8, description="SST-2 train subset; null = all")
-    validation_examples: int = Field(
-        default=872, ge=8, le=20_000, description="carved from SST-2 train (stratified, data_seed) before the train "
-        "subset is drawn; it selects (early stopping, sensitivity, gates), never reports")
+    dataset: str | None = Field(default=None, pattern=NAME_PATTERN,
+                                description="a stored dataset (POST /datasets); null = the embedded GLUE SST-2")
+    metric: MetricChoice = Field(
+        default="auto", description="the primary metric that gates and reports; auto: f1 of the positive class for "
+        "binary pair tasks, macro_f1 when train's smallest class is under half its largest, else accuracy")
+    train_examples: int | None = Field(default=8000, ge=8, description="seeded train subset; null = all")
+    validation_examples: int | None = Field(
+        default=None, ge=8, le=20_000, description="carved from train (stratified, data_seed) when the dataset has no "
+        "validation split, before the train subset is drawn; null = 10% of train, at most 872. It selects (early "
+        "stopping, sensitivity, gates), never reports")
     test_examples: int | None = Field(
         default=None, ge=8, validation_alias=AliasChoices("test_examples", "dev_examples"),
-        description="subset of the test split (GLUE SST-2 dev) that every reported figure comes from; null = all 872")
+        description="seeded subset of the test split that every reported figure comes from (SST-2: GLUE's dev, "
+        "872); null = all of it")
     data_seed: int = 0
     finetune: TrainConfig | None = Field(default_factory=TrainConfig)
     sensitivity: Sensitivity = Field(default_factory=Sensitivity)
@@ -300,9 +307,10 @@ class Recipe(_Strict):
         return self.sensitivity.enabled
 
     def family_name(self) -> str:
-        """The family directory: given, or derived from the base model's name."""
+        """The family directory: given, or named from both the base model and the dataset (model x dataset)."""
         if self.family:
             return self.family
         stem = self.base_model.rstrip("/").split("/")[-1].lower()
         safe = "".join(c if c.isalnum() or c in "._-" else "-" for c in stem).strip("-._")
-        return f"{safe[:56] or 'model'}-sst2"
+        data = self.dataset or "sst2"
+        return f"{safe[: 63 - len(data)] or 'model'}-{data}"

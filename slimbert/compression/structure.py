@@ -57,11 +57,12 @@ def structure_summary(model: PreTrainedModel) -> dict[str, Any]:
 
 def sensitivity_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: TextDataset,
                        max_length: int, progress: Progress | None = None) -> list[LayerScore]:
-    """Accuracy and loss on ``data`` (a selection split) with each encoder layer removed in turn."""
+    """The primary metric (``data.metric``; accuracy for balanced tasks) and loss on ``data`` (a selection
+    split) with each encoder layer removed in turn."""
 
     def acc_loss(m: PreTrainedModel) -> tuple[float, float]:
         result = evaluate(m, tokenizer, data, max_length=max_length)
-        return result.accuracy, result.loss
+        return result.score, result.loss
 
     return layer_sensitivity(model, acc_loss, progress=progress)
 

@@ -90,6 +90,11 @@ class PredictorCache(Generic[Key]):
             old, _ = self._items.popitem(last=False)
             self.evictions.append(old)
 
+    def discard(self, key: Key) -> bool:
+        """Release a loaded predictor (a republished variant's old version); True if it was loaded."""
+        with self._lock:
+            return self._items.pop(key, None) is not None
+
     def keys(self) -> list[Key]:
         """Loaded variants, least recently used first."""
         with self._lock:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from slimbert.config import Settings
+from slimbert.data import Text
 from slimbert.hardware import cuda_available
 from slimbert.inference.cache import PredictorCache
 from slimbert.inference.loader import load_variant
@@ -47,11 +49,13 @@ def _predictor(settings: Settings, family: str, variant: str) -> Predictor:
     return _cache_for(settings).get((str(settings.store_dir), family, variant, manifest.created_at.isoformat()))
 
 
-def predict_texts(settings: Settings, family: str, variant: str, texts: list[str]) -> dict[str, Any]:
-    """Predict ``texts`` with a stored variant on this process's best device; the answer is JSON."""
+def predict_texts(settings: Settings, family: str, variant: str, texts: Sequence[Text | list[str]]
+                  ) -> dict[str, Any]:
+    """Predict ``texts`` (sentences, or pairs: JSON brings them as two-item lists) with a stored variant
+    on this process's best device; the answer is JSON."""
     start = time.perf_counter()
     predictor = _predictor(settings, family, variant)
-    out = predictor.predict(texts)
+    out = predictor.predict([t if isinstance(t, str) else (t[0], t[1]) for t in texts])
     return {
         "family": family, "variant": variant, "runtime": predictor.runtime, "device": predictor.device,
         "host": socket.gethostname(),

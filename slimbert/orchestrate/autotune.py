@@ -32,16 +32,19 @@ from slimbert.compression.precision_steps import PrecisionStep, build_precision,
 from slimbert.compression.recipe import Precision, Recipe
 from slimbert.compression.sensitivity import choose_layers_to_drop, layer_sensitivity
 from slimbert.config import Settings
-from slimbert.data import Splits, TextDataset, sst2_splits
-from slimbert.inference.bucketing import accuracy_of, predict_label_ids
+from slimbert.data import Splits, TextDataset
+from slimbert.inference.bucketing import predict_label_ids
 from slimbert.inference.loader import load_variant
 from slimbert.inference.predictor import Predictor, model_call
 from slimbert.jobs.lifecycle import FollowUp, JobResult, Run, run_job
 from slimbert.jobs.store import JobRecord, JobStore, utcnow
+from slimbert.metrics import score
 from slimbert.models import load_tokenizer
 from slimbert.orchestrate.autotune_spec import AutotuneSpec, PrecisionChoice, paired_gate
+from slimbert.orchestrate.publish import score_splits
 from slimbert.records import BASELINE, Method
 from slimbert.runtime.shapes import from_pretrained_pruned
+from slimbert.splits import in_label_order, splits_of_recipe
 from slimbert.store.manifest import Technique, VariantManifest
 from slimbert.store.store import VariantStore
 
@@ -68,7 +71,7 @@ def _draft(runtime: str, precision: str, base: VariantManifest, params: int) -> 
 
 
 def _predict_all(predictor: Predictor, data: TextDataset) -> list[int]:
-    return predict_label_ids(predictor, data.texts)
+    return predict_label_ids(predictor, data.inputs)
 
 
 class _OutOfBudget(Exception):
@@ -86,10 +89,7 @@ class Search:
         self.base_dir = self.store.variant_dir(spec.family, BASELINE)
         # The family's own splits (same carve, same seed): the gate reads validation, which the baseline
         # never trained on; the winner's reported accuracy comes from test, which nothing here reads.
-        recipe = self.base.recipe
-        self.splits = sst2_splits(settings.sst2_dir, offline=settings.offline,
-                                  validation_examples=int(recipe.get("validation_examples", 872)),
-                                  seed=int(recipe.get("data_seed", 0)))
+        self.splits = in_label_order(splits_of_recipe(settings, self.base.recipe), self.base.labels)
         dev = self.splits.validation
         self.screen = dev.subset(spec.screen_examples, seed=1)
         self.dev = dev
@@ -102,13 +102,15 @@ class Search:
         baseline = load_variant(self.base, self.base_dir)
         self.base_screen = _predict_all(baseline, self.screen)
         self.base_dev = _predict_all(baseline, self.dev)
-        base_acc = sum(int(p == y) for p, y in zip(self.base_dev, dev.labels, strict=True)) / len(dev)
-        self.threshold = spec.gate * base_acc if spec.gate_kind == "relative" else spec.gate
+        n_labels = len(self.splits.label_names)
+        base_value = score(dev.metric, self.base_dev, dev.labels, n_labels)
+        self.threshold = spec.gate * base_value if spec.gate_kind == "relative" else spec.gate
         self.gate = (spec.gate, spec.gate_kind, spec.require_point)
+        self.n_labels = n_labels
         # The precision steps draw their calibration subset from here (train sentences, never validation).
         self.calibration = self.splits.train
         self.tokenizer = load_tokenizer(str(self.base_dir))
-        self.texts = [dev.texts[i % len(dev)] for i in range(spec.batch_size)]
+        self.texts = [dev.inputs[i % len(dev)] for i in range(spec.batch_size)]
         self.baseline_predictor = baseline
 
     def out_of_time(self) -> bool:
@@ -154,7 +156,7 @@ class Search:
 
     def _acc_loss(self, tokenizer: Any, model: Any) -> tuple[float, float]:
         r = evaluate(model, tokenizer, self.screen)
-        return r.accuracy, r.loss
+        return r.score, r.loss
 
     def precisions(self, name: str, src: Path) -> Iterator[tuple[str, Path, str, str, dict[str, Any]]]:
         """(candidate, dir, runtime, precision, params) for every precision asked for, each built by the
@@ -201,12 +203,13 @@ class Search:
         # The screen is a cheap pre-filter on 256 sentences: it applies the interval rule only, since a
         # point estimate on so few sentences would reject candidates the full split accepts.
         screen = paired_gate(_predict_all(predictor, self.screen), self.base_screen, self.screen.labels,
-                             *self.gate[:2])
+                             *self.gate[:2], metric=self.screen.metric, num_labels=self.n_labels)
         entry["screen"] = screen
         if not screen["passes"]:
             entry["verdict"] = "rejected on the held-out subset"
             return entry
-        full = paired_gate(_predict_all(predictor, self.dev), self.base_dev, self.dev.labels, *self.gate)
+        full = paired_gate(_predict_all(predictor, self.dev), self.base_dev, self.dev.labels, *self.gate,
+                           metric=self.dev.metric, num_labels=self.n_labels)
         entry["validation"] = full
         if not full["passes"]:
             entry["verdict"] = "rejected on the full validation split"
@@ -262,12 +265,14 @@ def publish_winner(settings: Settings, spec: AutotuneSpec, best: dict[str, Any],
             "technique": Technique(name="autotune", params={k: v for k, v in best.items() if k != "path"}),
             "recipe": {"autotune": spec.model_dump(mode="json")}, "labels": base.labels, "num_parameters": params,
             "num_layers": layers, "test_examples": len(splits.test), "validation_examples": len(splits.validation),
-            "splits": splits.describe(int(base.recipe.get("data_seed", 0))), "job_id": job_id})
+            "splits": splits.describe(int(base.recipe.get("data_seed", 0))), "job_id": job_id,
+            "dataset": base.dataset, "dataset_sha256": base.dataset_sha256, "task": base.task, "metric": base.metric})
         predictor = load_variant(draft, staged)
-        test = accuracy_of(predictor, splits.test.texts, splits.test.labels)
-        validation = accuracy_of(predictor, splits.validation.texts, splits.validation.labels)
+        measured = score_splits(predictor, splits)
         del predictor
-        store.publish(staged, draft.model_copy(update={"test_accuracy": test, "validation_accuracy": validation}))
+        store.publish(staged, draft.model_copy(update={
+            "test_accuracy": measured["test_metrics"]["accuracy"],
+            "validation_accuracy": measured["validation_metrics"]["accuracy"], **measured}))
     return name
 
 

@@ -9,8 +9,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from slimbert.benchmark.stats import paired_difference, wilson_interval
+from slimbert.benchmark.stats import paired_difference
 from slimbert.compression.finetune import FinetuneConfig
+from slimbert.metrics import interval, paired_bootstrap_margin, score
+from slimbert.records import MetricName
 from slimbert.store.manifest import NAME_PATTERN
 
 PrecisionChoice = Literal["fp32", "bf16", "int8", "int8-optimized", "int8-per-channel", "int8-static",
@@ -56,23 +58,31 @@ class AutotuneSpec(BaseModel):
 
 
 def paired_gate(cand: list[int], base: list[int], labels: list[int], gate: float,
-                kind: Literal["relative", "absolute"] = "relative", require_point: bool = False) -> dict[str, Any]:
-    """Gate on the paired accuracy difference: pass unless the candidate is significantly (one-sided
-    95%) below the threshold (``gate`` times the baseline's accuracy on the same sentences, or an
-    absolute accuracy). Pairing on the same sentences gives a far tighter interval than comparing
-    two independent Wilson intervals. ``require_point`` adds a second condition, for a user who must
-    not ship a variant that measured below the bar (say, a peer's accuracy): the accuracy itself
-    reaches the threshold."""
+                kind: Literal["relative", "absolute"] = "relative", require_point: bool = False,
+                metric: MetricName = "accuracy", num_labels: int = 2) -> dict[str, Any]:
+    """Gate on the paired difference of the task's primary ``metric``: pass unless the candidate is
+    significantly (one-sided 95%) below the threshold (``gate`` times the baseline's value on the same
+    examples, or an absolute value). Pairing on the same examples gives a far tighter interval than comparing
+    two independent intervals. For accuracy the margin is the normal one of the paired correctness difference;
+    for the F1s, a seeded paired bootstrap. ``require_point`` adds a second condition, for a user who must
+    not ship a variant that measured below the bar (say, a peer's accuracy): the value itself reaches the
+    threshold."""
     n = len(labels)
     acc_c = sum(int(p == y) for p, y in zip(cand, labels, strict=True)) / n
     acc_b = sum(int(p == y) for p, y in zip(base, labels, strict=True)) / n
-    threshold = gate * acc_b if kind == "relative" else gate
-    mean, half = paired_difference(cand, base, labels)
-    upper = acc_c + half
-    lo, hi = wilson_interval(round(acc_c * n), n)
-    return {"accuracy": round(acc_c, 4), "baseline_accuracy": round(acc_b, 4), "ci95": [round(lo, 4), round(hi, 4)],
+    if metric == "accuracy":
+        value_c, value_b = acc_c, acc_b
+        mean, half = paired_difference(cand, base, labels)
+    else:
+        value_c, value_b = score(metric, cand, labels, num_labels), score(metric, base, labels, num_labels)
+        mean, half = paired_bootstrap_margin(metric, cand, base, labels, num_labels)
+    threshold = gate * value_b if kind == "relative" else gate
+    upper = value_c + half
+    lo, hi = interval(metric, cand, labels, num_labels)
+    return {"metric": metric, "value": round(value_c, 4), "baseline_value": round(value_b, 4),
+            "accuracy": round(acc_c, 4), "baseline_accuracy": round(acc_b, 4), "ci95": [round(lo, 4), round(hi, 4)],
             "difference": round(mean, 4), "difference_upper95": round(mean + half, 4),
             "threshold": round(threshold, 4),
-            "passes": upper >= threshold and (not require_point or acc_c >= threshold),
-            "rule": "passes unless accuracy + one-sided 95% paired margin < threshold"
-                    + (", and accuracy >= threshold" if require_point else "")}
+            "passes": upper >= threshold and (not require_point or value_c >= threshold),
+            "rule": f"passes unless {metric} + one-sided 95% paired margin < threshold"
+                    + (f", and {metric} >= threshold" if require_point else "")}

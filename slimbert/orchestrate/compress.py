@@ -20,14 +20,21 @@ from slimbert.compression.precision_steps import PrecisionStep, build_precision,
 from slimbert.compression.recipe import Recipe
 from slimbert.compression.structure import Made, prune_heads_ffn, prune_layers, sensitivity_scores
 from slimbert.config import Settings
-from slimbert.data import SST2_LABELS, Splits, sst2_splits
+from slimbert.data import Splits
 from slimbert.hardware import cuda_available
 from slimbert.jobs.lifecycle import FollowUp, JobResult, Run, run_job
 from slimbert.jobs.store import JobRecord, JobStore
-from slimbert.models import has_trained_head, load_classifier, load_tokenizer, resolve_model
-from slimbert.orchestrate.publish import Context, make_manifest, measure_and_publish, publish_torch, target_device
+from slimbert.models import classifier_labels, load_classifier, load_tokenizer, resolve_model
+from slimbert.orchestrate.publish import (
+    Context,
+    make_manifest,
+    measure_and_publish,
+    publish_torch,
+    target_device,
+)
 from slimbert.orchestrate.reporter import JobReporter
 from slimbert.records import BASELINE, GPU_PHASE_METHODS, HEADS, METHODS, PRUNED, CompressResults, Method
+from slimbert.splits import in_label_order, load_splits
 from slimbert.store.manifest import Technique
 from slimbert.store.store import VariantStore
 
@@ -49,14 +56,17 @@ def _job_device(queue: str) -> str:
     return "gpu" if queue == "gpu" and cuda_available() else "cpu"
 
 
-def _load_inputs(settings: Settings, recipe: Recipe) -> tuple[str, PreTrainedTokenizerBase, Splits]:
-    """The base model's path and tokenizer, and the recipe's train, validation and test splits."""
+def _load_inputs(settings: Settings, recipe: Recipe) -> tuple[str, PreTrainedTokenizerBase, Splits, bool]:
+    """The base model's path and tokenizer, the recipe's train, validation and test splits (label ids in the
+    model's order when it already is a classifier for the dataset's labels), and whether it is one."""
     base_path = resolve_model(recipe.base_model, settings)
-    splits = sst2_splits(
-        settings.sst2_dir, offline=settings.offline, validation_examples=recipe.validation_examples,
-        seed=recipe.data_seed, test_examples=recipe.test_examples,
-        train_examples=min(recipe.train_examples or settings.max_train_examples, settings.max_train_examples))
-    return base_path, load_tokenizer(base_path), splits
+    splits = load_splits(settings, dataset=recipe.dataset, seed=recipe.data_seed,
+                         validation_examples=recipe.validation_examples, test_examples=recipe.test_examples,
+                         train_examples=recipe.train_examples, metric=recipe.metric)
+    own = classifier_labels(base_path, splits.label_names)
+    if own is not None:
+        splits = in_label_order(splits, own)
+    return base_path, load_tokenizer(base_path), splits, own is not None
 
 
 def run_compress(settings: Settings, job_id: str, recipe: Recipe, *, queue: str, worker: str,
@@ -77,21 +87,24 @@ def run_compress(settings: Settings, job_id: str, recipe: Recipe, *, queue: str,
         return _precision_phase(settings, jobs, store, rep, job_id, recipe, device)
 
     with rep.stage("load") as st:
-        base_path, tokenizer, splits = _load_inputs(settings, recipe)
+        base_path, tokenizer, splits, trained = _load_inputs(settings, recipe)
         # Training reads train; everything that chooses (early stopping, sensitivity) reads validation.
         train, validation = splits.train, splits.validation
-        model = load_classifier(base_path, SST2_LABELS)
+        labels = dict(enumerate(splits.label_names))
+        model = load_classifier(base_path, labels)
         torch.nn.Module.to(model, train_device)  # teacher and students stay there (transformers' .to types oddly)
         if recipe.layer_pruning is not None:
             # Fail before the long fine-tune when the depth asked for cannot be reached.
             recipe.layer_pruning.count_to_drop(model.config.num_hidden_layers)
         st.detail.update(base_path=base_path, splits=splits.describe(recipe.data_seed),
                          train_source=train.source, device=device, fp32_variants=recipe.fp32_variants(),
+                         dataset=splits.dataset, labels=list(splits.label_names), metric=splits.train.metric,
                          precision_targets=recipe.precision_targets())
     ctx = Context(settings, store, job_id, recipe, recipe.family_name(), base_path, tokenizer, splits, device)
 
-    if recipe.finetune is None or has_trained_head(base_path, SST2_LABELS):
-        why = "disabled in the recipe" if recipe.finetune is None else "the base model already has a trained SST-2 head"
+    if recipe.finetune is None or trained:
+        why = ("disabled in the recipe" if recipe.finetune is None else
+               f"the base model already is a classifier for the dataset's labels ({', '.join(labels.values())})")
         rep.skip("finetune", why)
         ctx.results.skipped["finetune"] = why
         finetune_params: dict[str, Any] = {"skipped": why}
@@ -107,7 +120,7 @@ def run_compress(settings: Settings, job_id: str, recipe: Recipe, *, queue: str,
                     {"encoder_parameters": count_encoder_parameters(model)})
         manifest = publish_torch(ctx, model, BASELINE, None, made)
         st.detail.update(test_accuracy=manifest.test_accuracy, validation_accuracy=manifest.validation_accuracy,
-                         size_mb=round(manifest.size_mb, 2))
+                         test_metrics=manifest.test_metrics, size_mb=round(manifest.size_mb, 2))
     teacher = model  # the fine-tuned baseline; every later model is a copy
 
     scores = None
@@ -127,7 +140,8 @@ def run_compress(settings: Settings, job_id: str, recipe: Recipe, *, queue: str,
                                 rep.progress)
             manifest = publish_torch(ctx, current, PRUNED, BASELINE, made)
             st.detail.update({**made.technique.params, "test_accuracy": manifest.test_accuracy,
-                              "validation_accuracy": manifest.validation_accuracy, **made.detail})
+                              "validation_accuracy": manifest.validation_accuracy,
+                              "test_metrics": manifest.test_metrics, **made.detail})
         current_name = PRUNED
     else:
         rep.skip("prune-layers", "disabled in the recipe")
@@ -143,7 +157,8 @@ def run_compress(settings: Settings, job_id: str, recipe: Recipe, *, queue: str,
                                                  "after": p["encoder_parameters_after"],
                                                  "reduction": p["encoder_parameter_reduction"]}
             st.detail.update({**p, **made.detail, "test_accuracy": manifest.test_accuracy,
-                              "validation_accuracy": manifest.validation_accuracy})
+                              "validation_accuracy": manifest.validation_accuracy,
+                              "test_metrics": manifest.test_metrics})
         current_name = HEADS
     else:
         rep.skip("prune-heads-ffn", "disabled in the recipe")
@@ -170,6 +185,7 @@ def make_precision_variant(ctx: Context, step: PrecisionStep, progress: Progress
         manifest = measure_and_publish(ctx, staged, draft)
     return {"source": step.source, "variant": step.variant, "runtime": made.runtime, "precision": made.precision,
             "test_accuracy": manifest.test_accuracy, "validation_accuracy": manifest.validation_accuracy,
+            "test_metrics": manifest.test_metrics,
             "parent_test_accuracy": parent.test_accuracy,
             "size_mb": round(manifest.size_mb, 3), **notes}
 
@@ -198,7 +214,7 @@ def _precision_phase(settings: Settings, jobs: JobStore, store: VariantStore, re
     record = jobs.get(job_id)
     rep.done = sum(rep.weights.get(s.name, 0.0) for s in record.stages if s.state in ("done", "skipped"))
     with rep.stage("load-precision") as st:
-        base_path, tokenizer, splits = _load_inputs(settings, recipe)
+        base_path, tokenizer, splits, _ = _load_inputs(settings, recipe)
         st.detail.update(device=device)
     ctx = Context(settings, store, job_id, recipe, recipe.family_name(), base_path, tokenizer, splits, device)
     # The train phase's results, read back: the cpu half adds its variants to them.

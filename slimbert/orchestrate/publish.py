@@ -17,10 +17,12 @@ from slimbert.compression.onnx_int8 import PrecisionResult
 from slimbert.compression.recipe import Recipe
 from slimbert.compression.structure import Made
 from slimbert.config import Settings
-from slimbert.data import SST2_LABELS, Splits
+from slimbert.data import Splits
 from slimbert.hardware import library_versions
-from slimbert.inference.bucketing import accuracy_of
+from slimbert.inference.bucketing import predict_label_ids
 from slimbert.inference.loader import load_variant
+from slimbert.inference.predictor import Predictor
+from slimbert.metrics import all_metrics, interval
 from slimbert.records import CPU_ONLY_RUNTIMES, CompressResults, TargetDevice, VariantResult
 from slimbert.store.manifest import Technique, VariantManifest
 from slimbert.store.store import VariantStore
@@ -53,11 +55,25 @@ def make_manifest(ctx: Context, variant: str, parent: str | None, technique: Tec
     extra = {**ctx.lineage.get(parent or "", {}), **fields.pop("extra", {})}
     return VariantManifest(
         family=ctx.family, variant=variant, base_model_id=ctx.recipe.base_model, parent=parent,
-        technique=technique, recipe=ctx.recipe.model_dump(mode="json"), labels=SST2_LABELS,
+        technique=technique, recipe=ctx.recipe.model_dump(mode="json"), labels=dict(enumerate(ctx.splits.label_names)),
         test_accuracy=None, test_examples=len(ctx.splits.test), validation_examples=len(ctx.splits.validation),
         splits=ctx.splits.describe(ctx.recipe.data_seed), job_id=ctx.job_id,
+        dataset=ctx.recipe.dataset, dataset_sha256=ctx.splits.sha256, task=ctx.splits.task,
+        metric=ctx.splits.test.metric,
         library_versions=library_versions(), extra=extra, **fields,
     )
+
+
+def score_splits(predictor: Predictor, splits: Splits) -> dict[str, Any]:
+    """Every metric on test and validation, and the primary metric's 95% interval on test: the manifest's
+    fields, measured through ``predictor`` (the variant as it is served)."""
+    n = len(splits.label_names)
+    test_preds = predict_label_ids(predictor, splits.test.inputs)
+    lo, hi = interval(splits.test.metric, test_preds, splits.test.labels, n)
+    return {"test_metrics": all_metrics(test_preds, splits.test.labels, n),
+            "validation_metrics": all_metrics(predict_label_ids(predictor, splits.validation.inputs),
+                                              splits.validation.labels, n),
+            "test_metric_ci95": (round(lo, 4), round(hi, 4))}
 
 
 def measure_and_publish(ctx: Context, staged: Path, draft: VariantManifest) -> VariantManifest:
@@ -69,14 +85,16 @@ def measure_and_publish(ctx: Context, staged: Path, draft: VariantManifest) -> V
     start = time.perf_counter()
     device = "gpu" if draft.target_device == "gpu" else "cpu"
     predictor = load_variant(draft, staged, device)
-    test = accuracy_of(predictor, ctx.splits.test.texts, ctx.splits.test.labels)
-    validation = accuracy_of(predictor, ctx.splits.validation.texts, ctx.splits.validation.labels)
+    measured = score_splits(predictor, ctx.splits)
     del predictor
-    manifest = ctx.store.publish(staged, draft.model_copy(update={"test_accuracy": test,
-                                                                  "validation_accuracy": validation}))
+    test, validation = measured["test_metrics"]["accuracy"], measured["validation_metrics"]["accuracy"]
+    manifest = ctx.store.publish(staged, draft.model_copy(update={
+        "test_accuracy": test, "validation_accuracy": validation, **measured}))
     ctx.lineage[manifest.variant] = dict(manifest.extra)
     ctx.results.variants[manifest.variant] = VariantResult(
-        test_accuracy=test, validation_accuracy=validation, parent=manifest.parent, technique=manifest.technique.name,
+        test_accuracy=test, validation_accuracy=validation, test_metrics=measured["test_metrics"],
+        validation_metrics=measured["validation_metrics"],
+        parent=manifest.parent, technique=manifest.technique.name,
         runtime=manifest.runtime, precision=manifest.precision, size_mb=round(manifest.size_mb, 3),
         num_parameters=manifest.num_parameters, num_layers=manifest.num_layers,
         eval_seconds=round(time.perf_counter() - start, 1),

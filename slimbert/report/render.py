@@ -42,6 +42,21 @@ COLUMNS: list[Column] = [
 ]
 
 
+_METRIC_TITLES = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "f1": "F1"}
+
+
+def columns(report: Showdown) -> list[Column]:
+    """The table's columns; a task whose primary metric is not accuracy leads with that metric, then accuracy."""
+    if report.metric == "accuracy":
+        return COLUMNS
+    title = _METRIC_TITLES.get(report.metric, report.metric)
+    at = next(i for i, c in enumerate(COLUMNS) if c[0] == "Accuracy (CPU)")
+    primary: list[Column] = [(f"{title} (GPU)", "gpu", "metric_value", _acc),
+                             (f"{title} (CPU)", "cpu", "metric_value", _acc),
+                             (f"{title} 95% CI (CPU)", "cpu", "metric_ci95", lambda v: f"[{v[0]:.3f}, {v[1]:.3f}]")]
+    return COLUMNS[:3] + primary + COLUMNS[3:at] + COLUMNS[at:]
+
+
 def _value(row: ShowdownRow, device: Device | None, key: str) -> Any:
     return getattr(row.cell(device), key) if device else getattr(row, key)
 
@@ -52,7 +67,7 @@ def _cells(report: Showdown, bold: Callable[[str], str]) -> tuple[list[list[str]
     table = []
     for row in report.rows:
         cells = [row.variant]
-        for _, device, key, fmt in COLUMNS:
+        for _, device, key, fmt in columns(report):
             value = _value(row, device, key)
             if value is None:
                 reason = row.cell(device).na if device else None
@@ -86,9 +101,10 @@ def measured_line(report: Showdown) -> str:
             parts.append(f"{device}: {where} [{flags}], {env.torch_threads} torch threads")
     return (f"Run {run.run_id} ({run.created_at}): batch {report.batch_size}, seq_len {spec.seq_len}, "
             f"{spec.runs} runs after {spec.warmup} warm-up, variants interleaved; latency = p50 model time "
-            f"(tokenization apart). " + "; ".join(parts) + ". Accuracy on the test split "
-            "(GLUE SST-2 dev; nothing was selected on it) on each runtime, "
-            f"95% Wilson interval; McNemar test paired against {BASELINE}.")
+            f"(tokenization apart). " + "; ".join(parts) + f". {_METRIC_TITLES.get(report.metric, report.metric)} "
+            f"and accuracy on the test split ({report.dataset or 'GLUE SST-2 dev'}; nothing was selected on it) on "
+            "each runtime, 95% intervals (Wilson for accuracy, a seeded bootstrap for F1); McNemar test on "
+            f"per-example correctness paired against {BASELINE}.")
 
 
 def _pick_text(report: Showdown, key: str) -> str:
@@ -98,7 +114,7 @@ def _pick_text(report: Showdown, key: str) -> str:
 
 def to_markdown(report: Showdown) -> str:
     table, reasons = _cells(report, lambda t: f"**{t}**")
-    header = ["Model"] + [c[0] for c in COLUMNS]
+    header = ["Model"] + [c[0] for c in columns(report)]
     lines = [f"## Showdown: {report.family}", "", measured_line(report), *splits_lines(report), "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in table]
@@ -118,8 +134,11 @@ def splits_lines(report: Showdown) -> list[str]:
         return ["", "Splits: not recorded (variants made before the splits); accuracy is GLUE SST-2 dev's."]
     parts = [f"{name} {s[name]['examples']} ({s[name]['from']})" for name in ("train", "validation", "test")
              if name in s]
-    return ["", f"Splits (seed {s.get('seed')}): " + "; ".join(parts) + ". Accuracy columns: test. Recommendations: "
-            "validation."]
+    sha = s.get("sha256")
+    data = (f"Dataset: {s.get('dataset', report.dataset or 'glue-sst2')} ({s.get('task', 'single')}"
+            f"{', sha256 ' + sha if sha else ''}); primary metric: {report.metric}.")
+    return ["", data, f"Splits (seed {s.get('seed')}): " + "; ".join(parts) + ". Metric columns: test. "
+            "Recommendations: validation."]
 
 
 def autotune_lines(tune: AutotuneSummary | None) -> list[str]:
@@ -138,8 +157,10 @@ def to_csv(report: Showdown) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
     keys = ["variant", "runtime", "precision", "layers", "parameters", "size_mb", "compression_ratio",
-            "test_accuracy_at_creation", "validation_accuracy_at_creation"]
-    device_keys = ["accuracy", "accuracy_ci95", "macro_f1", "mcnemar_p", "latency_ms", "p99_ms", "spread_ms",
+            "test_accuracy_at_creation", "validation_accuracy_at_creation", "test_metric_at_creation",
+            "validation_metric_at_creation"]
+    device_keys = ["accuracy", "accuracy_ci95", "macro_f1", "f1", "metric_value", "metric_ci95", "mcnemar_p",
+                   "latency_ms", "p99_ms", "spread_ms",
                    "runs", "throughput_seq_s", "tokenize_ms", "peak_mem_mb", "gflops", "gflops_method", "speedup",
                    "na"]
     writer.writerow(keys + [f"{d}_{k}" for d in DEVICES for k in device_keys])
@@ -157,7 +178,7 @@ def to_html(report: Showdown, charts: dict[str, str]) -> str:
     """A self-contained page; ``charts`` maps a title to inline SVG markup."""
     table, reasons = _cells(report, lambda t: f"<b>{t}</b>")
     esc = html.escape
-    head = "".join(f"<th>{esc(h)}</th>" for h in ["Model"] + [c[0] for c in COLUMNS])
+    head = "".join(f"<th>{esc(h)}</th>" for h in ["Model"] + [c[0] for c in columns(report)])
     body = "".join("<tr>" + "".join(f"<td>{c if c.startswith('<b>') else esc(c)}</td>" for c in cells) + "</tr>"
                    for cells in table)
     notes = "".join(f"<li>[{i + 1}] {esc(r)}</li>" for i, r in enumerate(reasons))

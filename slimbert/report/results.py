@@ -6,27 +6,29 @@ import json
 import re
 from pathlib import Path
 
-from slimbert.benchmark.stats import wilson_interval
+from slimbert.metrics import wilson_interval
 from slimbert.records import BASELINE, Showdown
 from slimbert.report.render import to_markdown
 from slimbert.store.manifest import VariantManifest
 
 
 def variants_table(manifests: list[VariantManifest]) -> str:
-    """Per variant: test accuracy with its 95% Wilson interval, the validation accuracy that choices read,
-    parameters, size, lineage."""
-    lines = ["| variant | test accuracy [95% CI] | n test | validation accuracy (selects) | parameters | size (MB) "
-             "| parent | technique |",
-             "|---|---|---|---|---|---|---|---|"]
+    """Per variant: the primary metric on test with its 95% interval (Wilson for accuracy, a seeded bootstrap
+    for F1), accuracy, the validation value that choices read, parameters, size, lineage."""
+    metric = next((m.metric for m in manifests if m.variant == BASELINE), manifests[0].metric if manifests else "")
+    lines = [f"| variant | test {metric} [95% CI] | test accuracy | n test | validation {metric} (selects) | "
+             "parameters | size (MB) | parent | technique |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for m in sorted(manifests, key=lambda m: (m.variant != BASELINE, m.variant)):
-        if m.test_accuracy is not None and m.test_examples:
-            lo, hi = wilson_interval(round(m.test_accuracy * m.test_examples), m.test_examples)
-            acc = f"{m.test_accuracy:.4f} [{lo:.3f}, {hi:.3f}]"
-        else:
-            acc = "N/A"
-        val = f"{m.validation_accuracy:.4f}" if m.validation_accuracy is not None else "N/A"
-        lines.append(f"| {m.variant} | {acc} | {m.test_examples or '-'} | {val} | {m.num_parameters:,} | "
-                     f"{m.size_mb:.1f} | "
+        value = m.test_metrics.get(metric, m.test_accuracy if metric == "accuracy" else None)
+        ci = m.test_metric_ci95
+        if ci is None and metric == "accuracy" and m.test_accuracy is not None and m.test_examples:
+            ci = wilson_interval(round(m.test_accuracy * m.test_examples), m.test_examples)
+        primary = "N/A" if value is None else f"{value:.4f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+        acc = f"{m.test_accuracy:.4f}" if m.test_accuracy is not None else "N/A"
+        val = m.validation_metrics.get(metric, m.validation_accuracy if metric == "accuracy" else None)
+        lines.append(f"| {m.variant} | {primary} | {acc} | {m.test_examples or '-'} | "
+                     f"{'N/A' if val is None else f'{val:.4f}'} | {m.num_parameters:,} | {m.size_mb:.1f} | "
                      f"{m.parent or '-'} | {m.technique.name} |")
     return "\n".join(lines)
 
@@ -35,8 +37,10 @@ def section(label: str, command: str, manifests: list[VariantManifest], report: 
             wall_seconds: float | None) -> str:
     recipe = manifests[0].recipe if manifests else {}
     wall = f" Job wall time: {wall_seconds / 60:.1f} min." if wall_seconds else ""
+    # A section named after its preset (the embedded SST-2), or after its task (a preset on a stored dataset).
+    kind = "Task" if recipe.get("dataset") else "Preset"
     return "\n".join([
-        f"## Preset `{label}`: family `{report.family}`", "",
+        f"## {kind} `{label}`: family `{report.family}`", "",
         f"Command: `{command}`.{wall}", "",
         "### Variants (accuracy at creation, on each variant's own runtime)", "", variants_table(manifests), "",
         to_markdown(report).replace("## Showdown:", "### Showdown:"),

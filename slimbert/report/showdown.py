@@ -57,7 +57,9 @@ def _device_cell(run: BenchmarkRun | None, device: Device, variant: str, batch_s
     lat = row.latency.get(str(batch_size))
     gflops, paired = row.gflops_per_sequence, row.paired_vs_baseline
     return DeviceCell(
-        accuracy=row.accuracy, accuracy_ci95=row.accuracy_ci95, macro_f1=row.macro_f1,
+        accuracy=row.accuracy, accuracy_ci95=row.accuracy_ci95, macro_f1=row.macro_f1, f1=row.f1,
+        metric_value=row.metric_value if row.metric_value is not None else row.accuracy,
+        metric_ci95=row.metric_ci95 if row.metric_ci95 is not None else row.accuracy_ci95,
         latency_ms=lat.p50 if lat else None, p99_ms=lat.p99 if lat else None, spread_ms=lat.std if lat else None,
         runs=lat.runs if lat else None, throughput_seq_s=lat.throughput_seq_s if lat else None,
         tokenize_ms=lat.tokenize_ms if lat else None,
@@ -77,12 +79,14 @@ def build_showdown(
     if run is not None and batch_size not in run.spec.batch_sizes:
         batch_size = run.spec.batch_sizes[0]
     base = next((m for m in manifests if m.variant == BASELINE), None)
+    metric = base.metric if base else "accuracy"
     rows = [
         ShowdownRow(
             variant=m.variant, runtime=m.runtime, precision=m.precision, layers=m.num_layers,
             parameters=m.num_parameters, size_mb=round(m.size_mb, 2), parent=m.parent,
             technique=m.technique.name, test_accuracy_at_creation=m.test_accuracy,
             validation_accuracy_at_creation=m.validation_accuracy,
+            test_metric_at_creation=_metric_of(m, "test"), validation_metric_at_creation=_metric_of(m, "validation"),
             compression_ratio=round(base.size_bytes / m.size_bytes, 2) if base and m.size_bytes else None,
             cpu=_device_cell(run, "cpu", m.variant, batch_size), gpu=_device_cell(run, "gpu", m.variant, batch_size),
         )
@@ -96,13 +100,21 @@ def build_showdown(
             r.cell(device).speedup = round(base_lat / lat, 2) if base_lat and lat else None
     return Showdown(
         family=family, batch_size=batch_size, gate=gate, rows=rows,
-        best=_best(rows), recommendations=_recommend(rows, gate),
-        pareto_cpu=pareto_frontier([(r.variant, r.cpu.latency_ms, r.cpu.accuracy) for r in rows
-                                    if r.cpu.latency_ms and r.cpu.accuracy is not None]),
+        best=_best(rows), recommendations=_recommend(rows, gate, metric),
+        pareto_cpu=pareto_frontier([(r.variant, r.cpu.latency_ms, r.cpu.metric_value) for r in rows
+                                    if r.cpu.latency_ms and r.cpu.metric_value is not None]),
         run=None if run is None else RunSummary(run_id=run.run_id, created_at=run.created_at, spec=run.spec,
                                                 environment=_environment(run)),
-        splits=base.splits if base and base.splits else None,
+        splits=base.splits if base and base.splits else None, metric=metric, dataset=base.dataset if base else None,
     )
+
+
+def _metric_of(m: VariantManifest, split: str) -> float | None:
+    """The manifest's primary metric on ``split``; accuracy for manifests made before the metrics."""
+    values = m.test_metrics if split == "test" else m.validation_metrics
+    if m.metric in values:
+        return values[m.metric]
+    return m.test_accuracy if split == "test" else m.validation_accuracy
 
 
 def _environment(run: BenchmarkRun) -> dict[str, str | EnvironmentSummary]:
@@ -141,19 +153,19 @@ def _best(rows: list[ShowdownRow]) -> dict[str, str]:
 
 
 def _passes(row: ShowdownRow, ref: float, gate: float) -> bool:
-    """The gate reads the validation split, never the test split the table reports: a choice made on the
-    figures it then shows would be optimistic by construction."""
-    return (row.validation_accuracy_at_creation or 0) >= gate * ref
+    """The gate reads the primary metric on the validation split, never the test split the table reports:
+    a choice made on the figures it then shows would be optimistic by construction."""
+    return (row.validation_metric_at_creation or 0) >= gate * ref
 
 
-def _recommend(rows: list[ShowdownRow], gate: float) -> Recommendations:
-    """Best CPU, best GPU and smallest variant among those passing the accuracy gate on validation."""
+def _recommend(rows: list[ShowdownRow], gate: float, metric: str = "accuracy") -> Recommendations:
+    """Best CPU, best GPU and smallest variant among those passing the gate (the primary metric) on validation."""
     picks: dict[Device, Pick] = {}
     base = next((r for r in rows if r.variant == BASELINE), None)
-    ref = base.validation_accuracy_at_creation if base else None
+    ref = base.validation_metric_at_creation if base else None
     for device in DEVICES:
         if ref is None:
-            picks[device] = Pick(na=f"no validation accuracy for {BASELINE}: remake the family to record one")
+            picks[device] = Pick(na=f"no validation {metric} for {BASELINE}: remake the family to record one")
             continue
         ok = [r for r in rows if r.cell(device).latency_ms and _passes(r, ref, gate)]
         pick = min(ok, key=lambda r: r.cell(device).latency_ms or math.inf, default=None)
@@ -164,8 +176,8 @@ def _recommend(rows: list[ShowdownRow], gate: float) -> Recommendations:
     return Recommendations(
         cpu=picks["cpu"], gpu=picks["gpu"],
         smallest=Pick(variant=small.variant, size_mb=small.size_mb) if small else Pick(na="no baseline"),
-        rule=(f"validation accuracy (measured when the variant was made, on its runtime) >= {gate:.0%} of "
-              f"{BASELINE}'s; fastest p50 wins. Validation selects; the accuracy shown is the test split's"),
+        rule=(f"validation {metric} (measured when the variant was made, on its runtime) >= {gate:.0%} of "
+              f"{BASELINE}'s; fastest p50 wins. Validation selects; every figure shown is the test split's"),
     )
 
 

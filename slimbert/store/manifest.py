@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from slimbert.records import MetricName
+
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 
@@ -62,8 +64,9 @@ class VariantManifest(BaseModel):
     dataset: str | None = None
     dataset_sha256: str | None = None
     task: Literal["single", "pair"] = "single"
-    metric: str = "accuracy"
+    metric: MetricName = "accuracy"
     test_metrics: dict[str, float] = Field(default_factory=dict)
+    test_metric_ci95: tuple[float, float] | None = None  # of the primary metric: Wilson, or a seeded bootstrap
     validation_metrics: dict[str, float] = Field(default_factory=dict)
     job_id: str | None = None
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))

@@ -30,6 +30,8 @@ ADMIN_CALLS = [
     ("POST", "/jobs/benchmark", {"family": FAMILY}),
     ("POST", "/jobs/autotune", {"family": FAMILY}),
     ("DELETE", "/jobs/0123abcd", None),
+    ("POST", "/datasets", {"name": "tickets", "text_column": "text", "label_column": "label", "path": "/no/such"}),
+    ("DELETE", "/datasets/tickets", None),
 ]
 READ_CALLS = [
     ("POST", "/predict", {"text": "fine"}),
@@ -37,6 +39,7 @@ READ_CALLS = [
     ("GET", f"/variants/{FAMILY}/baseline-fp32", None),
     ("GET", "/reports/showdown", None),
     ("GET", "/jobs", None),
+    ("GET", "/datasets", None),
 ]
 
 

@@ -1,4 +1,5 @@
-"""Serving: micro-batching, the bounded cache, live latency, the SSE stream, /metrics, GPU routing."""
+"""Serving: continuous batching through the API, the bounded cache, live latency, the SSE stream, /metrics,
+GPU routing."""
 
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.serving.batcher import MicroBatcher
 from app.serving.latency import LatencyBoard, LatencyWindow, percentile
 from slimbert.config import Settings
 from slimbert.inference.cache import PredictorCache
@@ -59,7 +59,7 @@ def client(tmp_path: Path, tiny_model_dir: Path) -> Iterator[TestClient]:
         yield c
 
 
-# --- micro-batching through the HTTP API ------------------------------------------------------------
+# --- continuous batching through the HTTP API ------------------------------------------------------------
 
 async def _concurrent_predictions(app: FastAPI, texts: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     async with app.router.lifespan_context(app):
@@ -76,7 +76,7 @@ async def _concurrent_predictions(app: FastAPI, texts: list[str]) -> tuple[list[
 
 
 def test_32_concurrent_callers_each_get_their_own_answer(tmp_path: Path, tiny_model_dir: Path) -> None:
-    settings = _settings(tmp_path, serve_max_batch=32, serve_max_wait_ms=50)
+    settings = _settings(tmp_path, serve_max_batch=32)  # the default: no wait, batches form while busy
     _publish(settings, tiny_model_dir)
     app = create_app(settings)
     assert len(set(TEXTS)) == 32
@@ -121,46 +121,6 @@ class FakePredictor:
         time.sleep(self.delay)
         preds = [Prediction(self.labels[int(t) % 2], int(t) % 2, float(t), {}) for t in texts]
         return BatchOutput(preds, np.zeros((len(texts), 2)), 0.1, self.delay * 1000)
-
-
-def test_batcher_never_splits_a_request_and_slices_results_back() -> None:
-    fake = FakePredictor()
-
-    async def main() -> list[Any]:
-        with ThreadPoolExecutor(1) as pool:
-            batcher = MicroBatcher(lambda: fake, pool, max_batch=4, max_wait_ms=20)
-            requests = [[str(10 * i + j) for j in range(1 + i % 3)] for i in range(12)]
-            results = await asyncio.gather(*(batcher.submit(r) for r in requests))
-            await batcher.close()
-            return list(zip(requests, results, strict=True))
-
-    for texts, res in asyncio.run(main()):
-        assert [p.score for p in res.predictions] == [float(t) for t in texts]
-        assert res.batch_texts <= 4 and res.queue_ms >= 0
-    assert all(len(b) <= 4 for b in fake.batches) and max(len(b) for b in fake.batches) > 1
-    assert sorted(t for b in fake.batches for t in b) == sorted(str(10 * i + j) for i in range(12)
-                                                                   for j in range(1 + i % 3))
-
-
-def test_batcher_passes_errors_to_every_caller_and_keeps_serving() -> None:
-    fake = FakePredictor()
-    calls = {"n": 0}
-
-    def get() -> Predictor:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise RuntimeError("load failed")
-        return fake
-
-    async def main() -> None:
-        with ThreadPoolExecutor(1) as pool:
-            batcher = MicroBatcher(get, pool, max_batch=8, max_wait_ms=20)
-            first = await asyncio.gather(batcher.submit(["1"]), batcher.submit(["2"]), return_exceptions=True)
-            assert all(isinstance(r, RuntimeError) for r in first)
-            assert (await batcher.submit(["3"])).predictions[0].label == "odd"
-            await batcher.close()
-
-    asyncio.run(main())
 
 
 # --- the cache ----------------------------------------------------------------------------------

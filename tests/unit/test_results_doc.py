@@ -114,19 +114,23 @@ def test_each_results_section_is_its_commands_recipe() -> None:
     drift: list[str] = []
     for section in sections:
         label = section["label"]
-        assert label in PRESETS, f"section {label} is named after no preset"
-        assert section["body"].startswith(f"## Preset `{label}`: family `")
         command = re.search(r"^Command: `(?P<c>[^`]+)`", section["body"], re.M)
         assert command
         argv = shlex.split(command["c"])
-        if argv[0] == "./run.sh":  # written by up --write-results: the section's label is the preset
-            assert argv[argv.index("--preset") + 1] == label
-        else:  # written by the results script: its --label is the section's
-            assert argv[1] == "benchmarks/write_results_section.py" and argv[argv.index("--label") + 1] == label
         up = shlex.split(_up_command_for(text, section))
         preset = up[up.index("--preset") + 1] if "--preset" in up else "quick"
-        assert preset == label, f"section {label} was made by preset {preset}"
+        assert preset in PRESETS, f"section {label} was made by {preset}, which is no preset"
+        if argv[0] == "./run.sh":  # written by up --write-results: the section's label is --label, else the preset
+            assert (argv[argv.index("--label") + 1] if "--label" in argv else preset) == label
+        else:  # written by the results script: its --label is the section's
+            assert argv[1] == "benchmarks/write_results_section.py" and argv[argv.index("--label") + 1] == label
+        kind = "Preset" if label == preset else "Task"
+        assert section["body"].startswith(f"## {kind} `{label}`: family `"), section["body"][:80]
         overrides = json.loads(up[up.index("--recipe") + 1]) if "--recipe" in up else {}
+        if "--dataset" in up:  # up stores the dataset and names it in the recipe
+            first = up[up.index("--dataset") + 1]
+            overrides["dataset"] = (up[up.index("--dataset-name") + 1] if "--dataset-name" in up
+                                    else Path(first.split("=", 1)[-1]).stem.lower())
         recorded = json.loads(re.search(r"```json\n(.*?)```", section["body"], re.S)[1])  # type: ignore[index]
         resolved = build_recipe(preset, overrides).model_dump(mode="json")
         drift += [f"{label}: {d}" for d in _recipe_drift(recorded, resolved, "")]

@@ -44,7 +44,7 @@ def test_sst2_test_is_glue_dev_and_validation_comes_from_train(tmp_path: Path) -
     assert (len(splits.train), len(splits.validation)) == (50, 10)
     described = splits.describe(0)
     assert described["selects"] == "validation" and described["reports"] == "test"
-    assert described["validation"]["labels"] == {"0": 5, "1": 5}
+    assert described["validation"]["labels"] == {"negative": 5, "positive": 5}
 
 
 def test_old_manifests_read_dev_as_test() -> None:

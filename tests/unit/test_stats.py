@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from slimbert.benchmark.stats import MCNEMAR_EXACT_BELOW, accuracy, macro_f1, mcnemar, wilson_interval
+from slimbert.benchmark.stats import MCNEMAR_EXACT_BELOW, mcnemar
+from slimbert.metrics import accuracy, macro_f1, wilson_interval
 
 
 @pytest.mark.parametrize(
