@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from app.api.routes import datasets, health, jobs, latency, predict, reports, ui, variants
 from app.errors import install_error_handlers
+from app.openapi import install_openapi
 from app.services.queue import QueueClient
 from app.services.reaper import start_reaper, stop_reaper
 from app.serving.engine import ServingEngine
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="SlimBERT", version="0.1.0", lifespan=lifespan,
                   description="Shrink BERT classifiers, serve every variant, and prove what it bought.")
     install_error_handlers(app)
+    install_openapi(app, settings)  # security and limits as these settings make them
     # latency before variants: its /variants/{family}/{variant}/latency must not be shadowed.
     for module in (health, jobs, datasets, predict, latency, variants, reports, ui):
         app.include_router(module.router)

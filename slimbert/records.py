@@ -83,8 +83,10 @@ class Record(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
+    # No return annotation: pydantic would take it for the serialized schema (a bare object), and the OpenAPI
+    # document of every record in an API answer (the showdown) would lose its fields.
     @model_serializer(mode="wrap")
-    def _set_fields_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    def _set_fields_only(self, handler: SerializerFunctionWrapHandler):
         data: dict[str, Any] = handler(self)
         declared = type(self).model_fields
         return {k: v for k, v in data.items() if k in self.model_fields_set or k not in declared}

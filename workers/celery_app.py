@@ -6,7 +6,16 @@ Start a CPU worker with ``celery -A workers.celery_app worker -Q cpu`` and a GPU
 
 from __future__ import annotations
 
-import logging
+import os
+
+# Before torch loads OpenMP: threads that finish a parallel region sleep instead of spinning. A worker shares
+# its host with the API and other processes, and spinning threads there made a MiniLM training step 2.9x
+# slower when the other core was busy (5.6 against 1.9 s, measured with both policies on one loaded 2-core
+# host: benchmarks/bench_omp_wait_policy.py). On a quiet host the cost is a thread wake-up per parallel region,
+# small beside a training step's matmuls (not measured yet). An operator's OMP_WAIT_POLICY wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import logging  # noqa: E402
 from datetime import UTC, datetime
 from typing import Any
 

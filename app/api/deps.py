@@ -37,7 +37,8 @@ StoreDep = Annotated[VariantStore, Depends(get_store)]
 JobsDep = Annotated[JobStore, Depends(get_jobs)]
 QueueDep = Annotated[QueueClient, Depends(get_queue)]
 
-_api_key = APIKeyHeader(name="X-API-Key", auto_error=False)
+API_KEY_SCHEME = "APIKeyHeader"
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name=API_KEY_SCHEME)
 
 
 class Unauthorized(SlimBertError):
@@ -90,4 +91,38 @@ def require(role: Role) -> Any:
             raise Forbidden(f"this key has role {found!r}; this call needs {role!r}",
                             hint="use a key with the right role")
 
+    check.required_role = role  # type: ignore[attr-defined]  # read by role_of_route for the OpenAPI document
     return Depends(check)
+
+
+def role_of_route(route: object) -> Role | None:
+    """The role a route's ``require(...)`` dependency admits, or None for an open route."""
+    for dependency in getattr(route, "dependencies", None) or []:
+        role: Role | None = getattr(dependency.dependency, "required_role", None)
+        if role is not None:
+            return role
+    return None
+
+
+# What OpenAPI says about access mirrors ``check`` above: a key is required only where check reads one.
+def access_of(role: Role, settings: Settings) -> tuple[list[dict[str, list[str]]], list[int]]:
+    """The OpenAPI security requirement of a route that admits ``role`` under ``settings``, and the
+    status codes access control can answer on it."""
+    if not settings.api_keys:
+        # No key is read, so none is declared; admin calls are still refused over a non-loopback interface.
+        return [], [401] if role == "admin" else []
+    if role == "predict" and settings.open_predict:
+        return [], []
+    # Roles are admin and predict, and admin admits everything: only an admin call can meet a wrong role.
+    return [{API_KEY_SCHEME: []}], [401, 403] if role == "admin" else [401]
+
+
+def key_scheme_description(settings: Settings) -> str:
+    if not settings.api_keys:
+        return ("Not in use on this server: SLIMBERT_API_KEYS is empty, so it serves loopback callers without "
+                "keys (it refuses to listen beyond loopback), and no operation declares this scheme. Calls that "
+                "need the admin role are refused with 401 if they arrive over another interface anyway.")
+    open_note = ("; read and predict calls are open without a key (SLIMBERT_OPEN_PREDICT)" if settings.open_predict
+                 else "")
+    return ("A key from SLIMBERT_API_KEYS: role 'admin' may do everything, role 'predict' the read and predict "
+            f"calls{open_note}. An operation that lists this scheme answers 401 without a known key.")

@@ -35,7 +35,15 @@ METHOD_MAXRSS = (
     "ru_maxrss after the run minus ru_maxrss right after imports (high-water marks; "
     "underestimates when an import transiently used more than the run adds)"
 )
-METHOD_CUDA = "torch.cuda.max_memory_allocated after reset_peak_memory_stats, minus memory_allocated before"
+METHOD_CUDA = ("the variant's own tensors on the GPU plus torch.cuda.max_memory_allocated during one batch above "
+               "memory_allocated before it")
+# The one definition both devices follow (the showdown's footnote): what the variant holds while it runs one
+# batch at the largest batch size, its weights included. CPU: a fresh process's RSS peak above its RSS after
+# imports (weights, activations, the runtime's arenas); GPU: the variant's own tensors plus the batch's peak
+# allocations above them (the other variants loaded in the same process are not counted).
+PEAK_MEMORY_DEFINITION = ("peak memory = weights plus one batch at the largest batch size, per variant; CPU: "
+                          "RSS peak of a fresh process above its RSS after imports; GPU: the variant's tensors "
+                          "plus the CUDA allocator's peak during the batch")
 
 
 @dataclass(frozen=True)
@@ -182,8 +190,19 @@ def cpu_peak_rss_mb(
     return measure_fresh_process(target, kwargs, timeout_s=timeout_s)
 
 
-def cuda_peak_memory_mb(fn: Callable[[], object], device: str | int = "cuda") -> PeakMemory:
-    """Peak CUDA memory allocated by tensors while ``fn()`` runs, above what was allocated before.
+def module_mb(module: object) -> float:
+    """MiB of a torch module's parameters and buffers (0 for anything that is not a module)."""
+    if not isinstance(module, torch.nn.Module):
+        return 0.0
+    tensors = [*module.parameters(), *module.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors) / _MIB
+
+
+def cuda_peak_memory_mb(fn: Callable[[], object], device: str | int = "cuda", resident_mb: float = 0.0
+                        ) -> PeakMemory:
+    """``resident_mb`` (the variant's own tensors on the device, its weights) plus the peak CUDA memory
+    allocated while ``fn()`` runs above what was allocated before: the same quantity as the CPU's fresh-process
+    peak, weights included (see ``PEAK_MEMORY_DEFINITION``).
 
     Counts the caching allocator's allocated bytes (``max_memory_allocated``), not reserved
     blocks or the CUDA context, so it is comparable across variants in one process.
@@ -199,7 +218,7 @@ def cuda_peak_memory_mb(fn: Callable[[], object], device: str | int = "cuda") ->
     torch.cuda.synchronize(device)
     peak = torch.cuda.max_memory_allocated(device) / _MIB
     return PeakMemory(
-        peak_mb=max(0.0, peak - baseline),
+        peak_mb=resident_mb + max(0.0, peak - baseline),
         baseline_mb=baseline,
         absolute_peak_mb=peak,
         method=METHOD_CUDA,

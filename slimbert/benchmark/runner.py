@@ -14,12 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import onnxruntime
 import torch
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from slimbert.benchmark.flops import COMPUTED_LABEL, MEASURED_LABEL, computed_gflops, measured_gflops
 from slimbert.benchmark.latency import interleaved, throughput
-from slimbert.benchmark.memory import cuda_peak_memory_mb, measure_fresh_process
+from slimbert.benchmark.memory import cuda_peak_memory_mb, measure_fresh_process, module_mb
 from slimbert.benchmark.stats import mcnemar, paired_difference
 from slimbert.config import Settings
 from slimbert.data import Text, TextDataset
@@ -80,7 +81,11 @@ class BenchmarkSpec(BaseModel):
 def not_runnable_reason(manifest: VariantManifest, device: str) -> str | None:
     """Why a variant cannot run on ``device``, or None when it can."""
     if device == "gpu" and manifest.runtime == "onnxruntime":
-        return "not runnable on this device: ONNX Runtime INT8 variants use the CPU execution provider"
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            return ("not runnable on this device: ONNX Runtime here has no CUDA execution provider (onnxruntime-gpu "
+                    "is not installed)")
+        return ("not runnable on this device: ONNX Runtime's CUDA execution provider has no kernels for the INT8 "
+                "graph's DynamicQuantizeLinear/MatMulInteger ops, so they would run on the CPU")
     if device == "gpu" and manifest.runtime == "torch-inductor":
         return "not runnable on this device: the Inductor INT8 program is compiled for x86 CPUs (oneDNN)"
     if device == "cpu" and manifest.precision == "fp16":
@@ -219,7 +224,9 @@ def benchmark_device(settings: Settings, spec: BenchmarkSpec, device: Device, pr
         for name, predictor in predictors.items():
             if device == "gpu":
                 texts = [dev.inputs[i % len(dev)] for i in range(bs)]
-                peak = cuda_peak_memory_mb(model_call(predictor, predictor.encode(texts, spec.seq_len)))
+                # Weights included, as on the CPU: the variant's own tensors, then its batch's peak above them.
+                peak = cuda_peak_memory_mb(model_call(predictor, predictor.encode(texts, spec.seq_len)),
+                                           resident_mb=module_mb(getattr(predictor, "model", None)))
             else:
                 peak = measure_fresh_process("slimbert.benchmark.runner:peak_memory_probe", {
                     "store_dir": str(settings.store_dir), "family": spec.family, "variant": name,

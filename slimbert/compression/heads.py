@@ -14,6 +14,7 @@ parameter ``.grad`` buffers (and therefore its optimizer) are never touched.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -25,7 +26,14 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 from transformers.pytorch_utils import prune_linear_layer
 
-from slimbert.runtime.shapes import encoder_layers, ffn_linears, record_ffn_widths, set_ffn_linears
+from slimbert.runtime.shapes import (
+    OWN_HEAD_PRUNING,
+    encoder_layers,
+    ffn_linears,
+    prune_disentangled_heads,
+    record_ffn_widths,
+    set_ffn_linears,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,20 +53,43 @@ def _num_heads(model: PreTrainedModel) -> int:
 
 def _attention(layer: nn.Module) -> nn.Module:
     attention = getattr(layer, "attention", None)
-    if not isinstance(attention, nn.Module) or not hasattr(attention, "pruned_heads"):
+    # BERT-style and DistilBERT attention track pruned_heads; DeBERTa-v2's (self.query_proj) gets it when pruned.
+    disentangled = hasattr(getattr(attention, "self", None), "query_proj")
+    if not isinstance(attention, nn.Module) or not (hasattr(attention, "pruned_heads") or disentangled):
         raise ValueError(f"{type(layer).__name__} has no prunable attention module")
     return attention
 
 
 def _pruned_heads(layer: nn.Module) -> set[int]:
-    return {int(h) for h in getattr(_attention(layer), "pruned_heads")}  # noqa: B009 - typed via getattr
+    return {int(h) for h in getattr(_attention(layer), "pruned_heads", ())}
 
 
 def _head_mask_target(layer: nn.Module) -> nn.Module:
-    """The module whose forward takes ``head_mask``: BertSelfAttention, or DistilBERT's attention."""
+    """The self-attention module: BertSelfAttention (RoBERTa's, ELECTRA's), DeBERTa-v2's
+    DisentangledSelfAttention, or DistilBERT's attention itself."""
     attention = _attention(layer)
     inner = getattr(attention, "self", None)
     return inner if isinstance(inner, nn.Module) else attention
+
+
+def _mask_heads(target: nn.Module, mask: Tensor) -> Any:
+    """Hook ``mask`` (shape ``[1, heads, 1, 1]``) into ``target``: through its own ``head_mask`` argument, or,
+    for attention without one (DeBERTa-v2), by scaling each head's slice of the context it returns. Both give
+    the same gradient: the context of a head is ``(m * P) V = m * (P V)``. Returns the hook's handle."""
+    if "head_mask" in inspect.signature(target.forward).parameters:
+
+        def inject(_m: nn.Module, args: Any, kwargs: Any) -> Any:
+            return args, {**kwargs, "head_mask": mask}
+
+        return target.register_forward_pre_hook(inject, with_kwargs=True)
+
+    def scale(_m: nn.Module, _args: Any, out: Any) -> Any:
+        context, *rest = out
+        b, t, _ = context.shape
+        masked = (context.view(b, t, mask.shape[1], -1) * mask.view(1, 1, -1, 1)).view(b, t, -1)
+        return (masked, *rest)
+
+    return target.register_forward_hook(scale)
 
 
 def alive_heads(model: PreTrainedModel) -> Tensor:
@@ -138,13 +169,7 @@ def head_importance(
                 torch.ones(1, int(alive[i].sum()), 1, 1, device=device, dtype=dtype, requires_grad=True)
                 for i in range(len(layers))
             ]
-            handles = []
-            for layer, mask in zip(layers, masks, strict=True):
-
-                def inject(_m: nn.Module, args: Any, kwargs: Any, mask: Tensor = mask) -> Any:
-                    return args, {**kwargs, "head_mask": mask}
-
-                handles.append(_head_mask_target(layer).register_forward_pre_hook(inject, with_kwargs=True))
+            handles = [_mask_heads(_head_mask_target(layer), mask) for layer, mask in zip(layers, masks, strict=True)]
             try:
                 loss = model(**_to_device(batch, device)).loss
             finally:
@@ -222,7 +247,8 @@ def ffn_importance(
 def prune_heads(model: PreTrainedModel, heads_to_prune: dict[int, list[int]]) -> PreTrainedModel:
     """Remove attention heads (original numbering) through ``model.prune_heads``; returns the model.
 
-    The model records them in ``config.pruned_heads``, which ``from_pretrained`` replays. Raises
+    The model records them in ``config.pruned_heads``, which ``from_pretrained`` replays (DeBERTa-v2, which
+    transformers cannot prune: sliced by ``runtime.shapes``, replayed by ``from_pretrained_pruned``). Raises
     ``ValueError`` for out-of-range indices or a request that would leave a layer with no head.
     """
     layers = encoder_layers(model)
@@ -240,8 +266,16 @@ def prune_heads(model: PreTrainedModel, heads_to_prune: dict[int, list[int]]) ->
         new = sorted(set(heads) - already)
         if new:
             clean[layer_index] = new
-    if clean:
+    if clean and model.config.model_type in OWN_HEAD_PRUNING:
+        # transformers cannot prune these heads; record them as model.prune_heads would (runtime.shapes replays).
+        recorded = {int(k): set(v) for k, v in (model.config.pruned_heads or {}).items()}
+        for layer_index, heads in clean.items():
+            prune_disentangled_heads(layers[layer_index].get_submodule("attention"), heads)
+            recorded[layer_index] = recorded.get(layer_index, set()) | set(heads)
+        model.config.pruned_heads = {k: sorted(v) for k, v in sorted(recorded.items())}
+    elif clean:
         model.prune_heads(clean)
+    if clean:
         logger.info("pruned heads %s", clean)
     return model
 

@@ -30,7 +30,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from slimbert.hardware import detect_isa
 from slimbert.records import ISAS, Isa
-from slimbert.runtime.shapes import INTERMEDIATE_SIZES_ATTR, from_pretrained_pruned
+from slimbert.runtime.shapes import from_pretrained_pruned, from_pretrained_rebuilds
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +100,9 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path) -> Path:
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if _has_ffn_widths(Path(model_dir)):
-        # from_pretrained cannot rebuild per-layer FFN widths: build the model ourselves and export it.
+    if not _rebuilt_by_from_pretrained(Path(model_dir)):
+        # from_pretrained cannot rebuild per-layer FFN widths (nor DeBERTa-v2's pruned heads): build the
+        # model ourselves and export it.
 
         model = from_pretrained_pruned(AutoModelForSequenceClassification, model_dir)
         onnx_export_from_model(model, out, task="text-classification", do_validation=False)
@@ -125,9 +126,9 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path) -> Path:
     return path
 
 
-def _has_ffn_widths(model_dir: Path) -> bool:
+def _rebuilt_by_from_pretrained(model_dir: Path) -> bool:
     config = model_dir / "config.json"
-    return config.is_file() and bool(json.loads(config.read_text()).get(INTERMEDIATE_SIZES_ATTR))
+    return not config.is_file() or from_pretrained_rebuilds(json.loads(config.read_text()))
 
 
 def optimize_transformer_graph(onnx_path: Path, config: Any) -> dict[str, int]:
@@ -152,7 +153,10 @@ def optimize_transformer_graph(onnx_path: Path, config: Any) -> dict[str, int]:
     stats = {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
     fused_path = onnx_path.with_name("fused.onnx")
     optimized.save_model_to_file(str(fused_path))
-    quant_pre_process(str(fused_path), str(onnx_path), skip_optimization=True)
+    # auto_merge: RoBERTa's and DeBERTa-v2's position terms slice a fixed-size table to the sequence
+    # (Min(max_positions, sequence_length)), which strict symbolic inference cannot prove equal to
+    # sequence_length ("Incomplete symbolic shape inference"); merging the two symbols types the graph.
+    quant_pre_process(str(fused_path), str(onnx_path), skip_optimization=True, auto_merge=True)
     fused_path.unlink()
     logger.info("fused transformer graph: %s", stats)
     return stats

@@ -21,7 +21,9 @@ from slimbert.runtime.shapes import encoder_layers
 logger = logging.getLogger(__name__)
 
 Evaluate = Callable[[PreTrainedModel], tuple[float, float]]
-"""Returns (accuracy, loss) of a model on a fixed evaluation set."""
+"""Returns (score, loss) of a model on a fixed evaluation set: the split's primary metric (accuracy for a
+balanced task, macro-F1 or F1 otherwise). The records keep the name ``accuracy`` for that score, so layer
+scores stored before the metrics still read."""
 Progress = Callable[[float], None]
 """Receives the percentage (0-100) of the work done, the convention of the pipeline's stages."""
 
@@ -57,7 +59,7 @@ def layer_sensitivity(
     if n < 2:
         raise ValueError(f"layer sensitivity needs at least 2 encoder layers, the model has {n}")
     base_acc, base_loss = evaluate(model)
-    logger.info("sensitivity baseline: accuracy %.4f loss %.4f", base_acc, base_loss)
+    logger.info("sensitivity baseline: score %.4f loss %.4f", base_acc, base_loss)
     if progress:
         progress(100.0 / (n + 1))
     scores: list[LayerScore] = []
@@ -76,7 +78,7 @@ def layer_sensitivity(
                 loss_increase=float(loss - base_loss),
             )
         )
-        logger.info("without layer %d: accuracy %.4f (drop %.4f)", i, acc, base_acc - acc)
+        logger.info("without layer %d: score %.4f (drop %.4f)", i, acc, base_acc - acc)
         if progress:
             progress(100.0 * (i + 2) / (n + 1))
     return scores

@@ -10,7 +10,7 @@ from typing import Any
 
 from slimbert.benchmark.runner import BenchmarkSpec, run_device_benchmark
 from slimbert.config import Settings
-from slimbert.errors import NoWorkerForDevice, SlimBertError
+from slimbert.errors import NoWorkerForDevice, VariantNotFound
 from slimbert.jobs.lifecycle import JobResult, Run, run_job
 from slimbert.jobs.store import JobRecord, JobStore, utcnow
 from slimbert.store.store import VariantStore
@@ -76,7 +76,8 @@ def plan_benchmark(settings: Settings, spec: BenchmarkSpec, live_queues: set[str
     have = {m.variant for m in store.manifests(spec.family)}
     if not have:
         store.newest_family()  # raises with a hint when the store is empty
-        raise SlimBertError(f"family {spec.family} has no variants", hint=f"families: {', '.join(store.families())}")
+        raise VariantNotFound(f"family {spec.family} has no variants",
+                              hint=f"families: {', '.join(store.families())}")
     for name in spec.variants or []:
         if name not in have:
             store.manifest(spec.family, name)

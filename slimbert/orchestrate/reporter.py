@@ -75,7 +75,9 @@ class JobReporter:
                              started_at=now, finished_at=now, detail={"reason": reason})
         job = self.jobs.get(self.job_id)
         self.done += self.weights.get(name, 0.0)
-        self.jobs.save(job.model_copy(update={"stages": [*job.stages, record], "progress": 100 * self.done}))
+        # Rounded and capped: the weights' float sum can pass 1 (100.00000000000004), which the record refuses.
+        progress = min(round(100 * self.done, 1), 100.0)
+        self.jobs.save(job.model_copy(update={"stages": [*job.stages, record], "progress": progress}))
 
     def progress(self, stage_percent: float) -> None:
         """Progress inside the current stage, written at most twice a second."""

@@ -104,7 +104,9 @@ def measured_line(report: Showdown) -> str:
             f"(tokenization apart). " + "; ".join(parts) + f". {_METRIC_TITLES.get(report.metric, report.metric)} "
             f"and accuracy on the test split ({report.dataset or 'GLUE SST-2 dev'}; nothing was selected on it) on "
             "each runtime, 95% intervals (Wilson for accuracy, a seeded bootstrap for F1); McNemar test on "
-            f"per-example correctness paired against {BASELINE}.")
+            f"per-example correctness paired against {BASELINE}. Peak memory, on both devices: weights plus one "
+            "batch at the largest batch size (CPU: RSS peak of a fresh process above its RSS after imports; GPU: "
+            "the variant's tensors plus the CUDA allocator's peak during the batch).")
 
 
 def _pick_text(report: Showdown, key: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,6 +20,7 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig, PreTrainedModel
 from transformers.modeling_utils import no_init_weights
+from transformers.pytorch_utils import find_pruneable_heads_and_indices, prune_linear_layer
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +29,53 @@ INTERMEDIATE_SIZES_ATTR = "intermediate_sizes"
 
 # Config attributes holding one entry per encoder layer; they must shrink with the layer list.
 PER_LAYER_CONFIG_ATTRS = (INTERMEDIATE_SIZES_ATTR, "layer_types")
+
+# Model types whose transformers classes cannot prune heads: DeBERTa-v2's ``_prune_heads`` raises
+# NotImplementedError, and ``from_pretrained`` calls it to replay ``config.pruned_heads``. For these we slice
+# the heads ourselves (:func:`prune_disentangled_heads`) and :func:`pruned_skeleton` replays them.
+OWN_HEAD_PRUNING = frozenset({"deberta-v2"})
+
+
+def ffn_width_attr(config: Any) -> str:
+    """The config attribute holding the FFN width: ``hidden_dim`` for DistilBERT, ``intermediate_size`` elsewhere."""
+    return "hidden_dim" if getattr(config, "model_type", None) == "distilbert" else "intermediate_size"
+
+
+def from_pretrained_rebuilds(config: Any) -> bool:
+    """True when plain ``from_pretrained`` rebuilds a checkpoint with this config (a ``PretrainedConfig``
+    or config.json's dict): no per-layer FFN widths, and no pruned heads that only we can replay."""
+    get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+    if get(INTERMEDIATE_SIZES_ATTR):
+        return False
+    heads = get("pruned_heads") or {}
+    return not (get("model_type") in OWN_HEAD_PRUNING and any(heads.values()))
+
+
+def prune_disentangled_heads(attention: nn.Module, heads: Iterable[int]) -> set[int]:
+    """Remove ``heads`` (original numbering) from a DeBERTa-v2 attention block, as ``BertAttention.prune_heads``
+    does for BERT: slice the query/key/value (and relative-position) projections' rows and the output
+    projection's columns, and shrink the head count the forward reshapes with. Returns the heads pruned now.
+
+    With ``share_att_key`` the relative-position terms reuse the sliced query/key projections; without it
+    ``pos_key_proj`` / ``pos_query_proj`` carry one block per head too and are sliced alike.
+    """
+    # Any: the head counts and projections are plain attributes nn.Module's typing cannot see.
+    inner: Any = attention.get_submodule("self")
+    output: Any = attention.get_submodule("output")
+    done: set[int] = set(getattr(attention, "pruned_heads", set()))
+    new, index = find_pruneable_heads_and_indices(list(heads), int(inner.num_attention_heads),
+                                                  int(inner.attention_head_size), done)
+    if not new:
+        return set()
+    for name in ("query_proj", "key_proj", "value_proj", "pos_key_proj", "pos_query_proj"):
+        linear = getattr(inner, name, None)
+        if isinstance(linear, nn.Linear):
+            setattr(inner, name, prune_linear_layer(linear, index))
+    output.dense = prune_linear_layer(output.dense, index, dim=1)
+    inner.num_attention_heads = int(inner.num_attention_heads) - len(new)
+    inner.all_head_size = int(inner.attention_head_size) * inner.num_attention_heads
+    setattr(attention, "pruned_heads", done | set(new))  # noqa: B010 - read by alive_heads() and a later call
+    return set(new)
 
 
 def _base(model: nn.Module) -> nn.Module:
@@ -87,14 +136,14 @@ def ffn_widths(model: nn.Module) -> list[int]:
 def record_ffn_widths(model: PreTrainedModel) -> list[int]:
     """Write the FFN widths of ``model``'s layers into its config, and return them.
 
-    One shared width goes into ``config.intermediate_size``, so plain ``from_pretrained`` rebuilds the
-    model; only widths that differ per layer need ``config.intermediate_sizes`` (and
-    ``from_pretrained_pruned``).
+    One shared width goes into ``config.intermediate_size`` (DistilBERT: ``hidden_dim``), so plain
+    ``from_pretrained`` rebuilds the model; only widths that differ per layer need
+    ``config.intermediate_sizes`` (and ``from_pretrained_pruned``).
     """
     sizes = ffn_widths(model)
     config = model.config
     if len(set(sizes)) == 1:
-        config.intermediate_size = sizes[0]
+        setattr(config, ffn_width_attr(config), sizes[0])
         if hasattr(config, INTERMEDIATE_SIZES_ATTR):
             delattr(config, INTERMEDIATE_SIZES_ATTR)
     else:
@@ -156,6 +205,11 @@ def pruned_skeleton(model_cls: Any, path: str | Path, *, attn_implementation: st
     """
     config_class = getattr(model_cls, "config_class", None) or AutoConfig
     config = config_class.from_pretrained(str(path))
+    own_heads: dict[int, list[int]] = {}
+    if config.model_type in OWN_HEAD_PRUNING:
+        # Construction would replay config.pruned_heads through transformers, which cannot: we do it below.
+        own_heads = {int(k): [int(h) for h in v] for k, v in (config.pruned_heads or {}).items() if v}
+        config.pruned_heads = {}
     kwargs: dict[str, Any] = {}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
@@ -165,6 +219,11 @@ def pruned_skeleton(model_cls: Any, path: str | Path, *, attn_implementation: st
             model = model_cls._from_config(config, **kwargs)
         else:
             model = model_cls.from_config(config, **kwargs)
+    if own_heads:
+        layers = encoder_layers(model)
+        for layer, heads in own_heads.items():
+            prune_disentangled_heads(layers[layer].get_submodule("attention"), heads)
+        model.config.pruned_heads = own_heads
     resize_ffn_to_config(model)
     return cast(PreTrainedModel, model)
 

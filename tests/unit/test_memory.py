@@ -15,6 +15,7 @@ from slimbert.benchmark.memory import (
     cpu_peak_rss_mb,
     cuda_peak_memory_mb,
     measure_fresh_process,
+    module_mb,
 )
 
 THIS = "tests.unit.test_memory"
@@ -88,3 +89,24 @@ def test_child_falls_back_to_ru_maxrss(
     assert report["method"] == memory.METHOD_MAXRSS
     assert report["absolute_peak_mb"] >= report["baseline_mb"] > 0
     assert report["result"] == 1024 * 1024
+
+
+def test_module_mb_counts_parameters_and_buffers() -> None:
+    from slimbert.benchmark.memory import module_mb
+
+    layer = torch.nn.BatchNorm1d(1024)  # 2 x 1024 float32 parameters, 3 buffers (1024, 1024 and one int64)
+    assert module_mb(layer) == pytest.approx((4 * 1024 * 4 + 8) / 2**20)
+    assert module_mb(object()) == 0.0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_peak_includes_the_weights_like_the_cpu_peak() -> None:
+    weights = torch.nn.Linear(2048, 2048).cuda()  # 16 MiB of float32 weights
+
+    def run() -> None:
+        weights(torch.ones(8, 2048, device="cuda"))
+
+    result = cuda_peak_memory_mb(run, resident_mb=module_mb(weights))
+    assert result.peak_mb >= 16.0 and result.peak_mb == pytest.approx(16.0 + (result.absolute_peak_mb
+                                                                              - result.baseline_mb), abs=0.01)

@@ -108,3 +108,18 @@ def test_fit_cpu_packing_leaves_aligned_layers_alone() -> None:
 def test_load_nf4_refuses_a_checkpoint_that_is_not_nf4(checkpoint64: Path) -> None:
     with pytest.raises(ValueError, match="no NF4 checkpoint"):
         load_nf4(checkpoint64)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="NF4 on CUDA needs a GPU")
+def test_nf4_runs_on_cuda_and_matches_the_cpu_path(pruned64: Path, tmp_path: Path) -> None:
+    """The same stored NF4 variant (pruned widths included) served on the GPU: bitsandbytes' CUDA kernels
+    give the CPU path's logits to NF4 precision, and the weights stay 4-bit on the device."""
+    quantize_nf4(pruned64, tmp_path, compute_dtype="bf16")
+    model = load_nf4(tmp_path, device="cuda")
+    dense = model.get_submodule("bert.encoder.layer.1.output.dense")
+    assert isinstance(dense, bnb.nn.Linear4bit) and dense.weight.device.type == "cuda"
+    assert dense.weight.dtype == torch.uint8  # packed 4-bit pairs, not an fp copy
+    with torch.no_grad():
+        gpu = model(**{k: torch.from_numpy(v).cuda() for k, v in tiny_inputs().items()}).logits.float().cpu().numpy()
+    assert_close_to_spread(gpu, _fp32_logits(pruned64), NF4_REL_TOL)

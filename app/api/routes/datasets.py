@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 
-from app.api.dataset_schemas import UPLOAD_BODY, errors
+from app.api.dataset_schemas import DATASET_ERRORS, UPLOAD_BODY
 from app.api.deps import SettingsDep, StoreDep, require
+from app.errors import errors
+from app.schemas import NamePath
 from app.services.datasets import create_from_request, delete_dataset
 from slimbert.datasets import DatasetManifest, DatasetStore
-from slimbert.store.manifest import NAME_PATTERN
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
-Name = Annotated[str, Path(pattern=NAME_PATTERN)]
 
 
 def get_dataset_store(settings: SettingsDep) -> DatasetStore:
@@ -24,25 +24,24 @@ DatasetStoreDep = Annotated[DatasetStore, Depends(get_dataset_store)]
 
 
 @router.post("", status_code=201, response_model=DatasetManifest, dependencies=[require("admin")],
-             responses=errors(401, 403, 409, 413, 415, 422), openapi_extra=UPLOAD_BODY,
+             responses=errors(409, 413, 415, 422, notes=DATASET_ERRORS), openapi_extra=UPLOAD_BODY,
              summary="Store a dataset: multipart files (file, or train + validation + test), or JSON path/hub_id")
 async def create_dataset(request: Request, settings: SettingsDep, datasets: DatasetStoreDep) -> DatasetManifest:
     return await create_from_request(request, settings, datasets)
 
 
-@router.get("", response_model=list[DatasetManifest], dependencies=[require("predict")],
-            responses=errors(401, 403))
+@router.get("", response_model=list[DatasetManifest], dependencies=[require("predict")])
 def list_datasets(datasets: DatasetStoreDep) -> list[DatasetManifest]:
     return datasets.list()
 
 
 @router.get("/{name}", response_model=DatasetManifest, dependencies=[require("predict")],
-            responses=errors(401, 403, 404, 422))
-def get_dataset(name: Name, datasets: DatasetStoreDep) -> DatasetManifest:
+            responses=errors(404, 422, notes=DATASET_ERRORS))
+def get_dataset(name: NamePath, datasets: DatasetStoreDep) -> DatasetManifest:
     return datasets.get(name)
 
 
 @router.delete("/{name}", response_model=DatasetManifest, dependencies=[require("admin")],
-               responses=errors(401, 403, 404, 409, 422), summary="Delete a dataset no variant was made on")
-def delete(name: Name, datasets: DatasetStoreDep, variants: StoreDep) -> DatasetManifest:
+               responses=errors(404, 409, 422, notes=DATASET_ERRORS), summary="Delete a dataset no variant was made on")
+def delete(name: NamePath, datasets: DatasetStoreDep, variants: StoreDep) -> DatasetManifest:
     return delete_dataset(name, datasets, variants)

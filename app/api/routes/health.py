@@ -2,22 +2,23 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.api.deps import QueueDep, StoreDep, require
+from app.schemas import Health, Readiness, WorkerInfo
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
-def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+@router.get("/healthz", response_model=Health)
+def healthz() -> Health:
+    return Health()
 
 
-@router.get("/readyz", response_model=None)
+@router.get("/readyz", response_model=Readiness,
+            responses={503: {"model": Readiness, "description": "not ready: Redis or the store is down"}})
 def readyz(store: StoreDep, queue: QueueDep) -> JSONResponse:
     redis_ok = queue.redis_ok()
     try:
@@ -27,11 +28,10 @@ def readyz(store: StoreDep, queue: QueueDep) -> JSONResponse:
     except OSError:
         store_ok = False
     queues = sorted(queue.live_queues()) if redis_ok else []
-    body: dict[str, Any] = {"redis": redis_ok, "store_writable": store_ok, "live_queues": queues}
-    body["ready"] = redis_ok and store_ok
-    return JSONResponse(body, status_code=200 if body["ready"] else 503)
+    body = Readiness(redis=redis_ok, store_writable=store_ok, live_queues=queues, ready=redis_ok and store_ok)
+    return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
 
-@router.get("/workers", dependencies=[require("predict")])
-def workers(queue: QueueDep) -> list[dict[str, Any]]:
-    return queue.workers()
+@router.get("/workers", response_model=list[WorkerInfo], dependencies=[require("predict")])
+def workers(queue: QueueDep) -> list[WorkerInfo]:
+    return [WorkerInfo.model_validate(w) for w in queue.workers()]

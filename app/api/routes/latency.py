@@ -2,29 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import require
+from app.errors import errors
+from app.schemas import LatencyStats, NamePath
 from app.services.predict import latency_events, latency_of
 from app.serving.engine import EngineDep
-from slimbert.store.manifest import NAME_PATTERN
 
 router = APIRouter(tags=["latency"])
-Name = Annotated[str, Path(pattern=NAME_PATTERN)]
 
 
-@router.get("/variants/{family}/{variant}/latency", dependencies=[require("predict")])
-async def variant_latency(engine: EngineDep, family: Name, variant: Name) -> dict[str, Any]:
+@router.get("/variants/{family}/{variant}/latency", response_model=LatencyStats,
+            dependencies=[require("predict")], responses=errors(404, 422))
+async def variant_latency(engine: EngineDep, family: NamePath, variant: NamePath) -> LatencyStats:
     """Rolling p50/p95/p99 (total, model and queue ms) and requests/s over the last window (60 s)."""
-    return await run_in_threadpool(latency_of, engine, family, variant)
+    return LatencyStats.model_validate(await run_in_threadpool(latency_of, engine, family, variant))
 
 
-@router.get("/stream/latency", dependencies=[require("predict")])
+@router.get("/stream/latency", dependencies=[require("predict")], response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+                             "description": "one 'latency' event per period: JSON {at, variants: [LatencyStats]}"},
+                       **errors(422)})
 async def stream_latency(
     request: Request, engine: EngineDep,
     count: int | None = Query(default=None, ge=1, le=100_000, description="stop after this many events"),

@@ -1,22 +1,32 @@
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Query, Response
 
 from app.api.deps import require
-from app.schemas import PredictRequest, PredictResponse
+from app.errors import errors
+from app.schemas import NAME_HELP, NOT_DOUBLE_DOT, FamilyQuery, Name, PredictRequest, PredictResponse
 from app.services.predict import predict as run_predict
 from app.services.predict import server_timing
 from app.serving.engine import EngineDep
-from slimbert.store.manifest import NAME_PATTERN
 
 router = APIRouter(tags=["predict"])
+_SERVER_TIMING = {"Server-Timing": {"description": "queue, tokenize, model and total durations in ms",
+                                    "schema": {"type": "string"}}}
 
 
-@router.post("/predict", response_model=PredictResponse, dependencies=[require("predict")])
+@router.post("/predict", response_model=PredictResponse, dependencies=[require("predict")],
+             responses={200: {"headers": _SERVER_TIMING}, **errors(
+                 404, 409, 422, 502, 504,
+                 notes={404: "no such variant or family; the hint lists what exists",
+                        409: "the variant needs a GPU and no GPU worker is live; the hint names CPU variants",
+                        422: "the request is invalid, or the inputs do not suit the variant"})})
 async def predict(
     body: PredictRequest, engine: EngineDep,
-    variant: str | None = Query(default=None, pattern=NAME_PATTERN),
-    family: str | None = Query(default=None, pattern=NAME_PATTERN),
+    variant: Annotated[Name | None, Query(json_schema_extra=NOT_DOUBLE_DOT,
+                                          description=f"default: the family's CPU pick; {NAME_HELP}")] = None,
+    family: FamilyQuery = None,
 ) -> Response:
     result = await run_predict(engine, body.all_texts(), family, variant, body.field())
     # Serialized here, once: returned as a model, FastAPI would validate it again on the hot path.
