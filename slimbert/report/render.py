@@ -124,7 +124,7 @@ def to_markdown(report: Showdown) -> str:
     rec = report.recommendations
     lines += ["", f"Recommendations ({rec.rule}):"]
     lines += [f"- {key}: {_pick_text(report, key)}" for key in rec.picks()]
-    lines.append(f"- Pareto frontier, CPU accuracy vs latency: {', '.join(report.pareto_cpu) or 'N/A'}")
+    lines.append(f"- Pareto frontier, CPU {report.metric} vs latency: {', '.join(report.pareto_cpu) or 'N/A'}")
     lines += autotune_lines(report.autotune)
     return "\n".join(lines) + "\n"
 
@@ -201,7 +201,7 @@ figure {{ display: inline-block; margin: 1rem; vertical-align: top; }} figure sv
 <table id="showdown"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 <ul class="reasons">{notes}</ul>
 <h2>Recommendations</h2><p>{esc(rec.rule)}</p><ul>{recs}</ul>
-<p>Pareto frontier (CPU accuracy vs latency): {esc(', '.join(report.pareto_cpu) or 'N/A')}</p>
+<p>Pareto frontier (CPU {esc(report.metric)} vs latency): {esc(', '.join(report.pareto_cpu) or 'N/A')}</p>
 <h2>Autotune</h2><pre>{esc(chr(10).join(autotune_lines(report.autotune)) or "no autotune run yet")}</pre>
 <h2>Charts</h2><div id="charts">{figures}</div>
 </body></html>

@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+from slimbert.compression.presets import PRESETS
 from slimbert.metrics import wilson_interval
 from slimbert.records import BASELINE, Showdown
 from slimbert.report.render import to_markdown
@@ -37,8 +38,9 @@ def section(label: str, command: str, manifests: list[VariantManifest], report: 
             wall_seconds: float | None) -> str:
     recipe = manifests[0].recipe if manifests else {}
     wall = f" Job wall time: {wall_seconds / 60:.1f} min." if wall_seconds else ""
-    # A section named after its preset (the embedded SST-2), or after its task (a preset on a stored dataset).
-    kind = "Task" if recipe.get("dataset") else "Preset"
+    # A section named after its preset (the preset as it is), or after its task (a preset with overrides, on
+    # a stored dataset or the embedded SST-2).
+    kind = "Preset" if label in PRESETS else "Task"
     return "\n".join([
         f"## {kind} `{label}`: family `{report.family}`", "",
         f"Command: `{command}`.{wall}", "",
