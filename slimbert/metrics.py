@@ -128,12 +128,15 @@ def score(metric: MetricName, preds: Sequence[int], labels: Sequence[int], num_l
     return f1_positive(preds, labels)
 
 
-def all_metrics(preds: Sequence[int], labels: Sequence[int], num_labels: int) -> dict[str, float]:
-    """accuracy and macro_f1 always; f1 of the positive class for binary tasks; rounded to 4 places."""
+def all_metrics(preds: Sequence[int], labels: Sequence[int], num_labels: int, digits: int | None = None
+                ) -> dict[str, float]:
+    """accuracy and macro_f1 always; f1 of the positive class for binary tasks; exact unless ``digits`` rounds
+    them (a manifest keeps them exact: its accuracy is checked against a rescoring of the same files)."""
     names: list[MetricName] = ["accuracy", "macro_f1"]
     if num_labels == 2:
         names.append("f1")
-    return {m: round(score(m, preds, labels, num_labels), 4) for m in names}
+    values = {m: score(m, preds, labels, num_labels) for m in names}
+    return values if digits is None else {m: round(v, digits) for m, v in values.items()}
 
 
 def interval(metric: MetricName, preds: Sequence[int], labels: Sequence[int], num_labels: int, *,

@@ -125,7 +125,7 @@ def _measure_accuracy(rows: dict[str, VariantMeasurement], predictors: dict[str,
         start = time.perf_counter()
         preds[name] = predict_label_ids(predictor, dev.inputs)
         seconds = time.perf_counter() - start
-        values = all_metrics(preds[name], dev.labels, n_labels)
+        values = all_metrics(preds[name], dev.labels, n_labels, digits=4)
         low, high = interval("accuracy", preds[name], dev.labels, n_labels)
         row = rows[name]
         row.accuracy = values["accuracy"]
