@@ -135,7 +135,7 @@ def all_metrics(preds: Sequence[int], labels: Sequence[int], num_labels: int, di
     names: list[MetricName] = ["accuracy", "macro_f1"]
     if num_labels == 2:
         names.append("f1")
-    values = {m: score(m, preds, labels, num_labels) for m in names}
+    values: dict[str, float] = {m: score(m, preds, labels, num_labels) for m in names}
     return values if digits is None else {m: round(v, digits) for m, v in values.items()}
 
 

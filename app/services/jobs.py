@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from pydantic import ValidationError
 
 from app.schemas import FOLLOW_UP_BENCHMARK, CompressRequest
@@ -24,16 +27,18 @@ def submit_compress(
     request: CompressRequest, jobs: JobStore, queue: QueueClient, idempotency_key: str | None = None
 ) -> JobRecord:
     """Validate the recipe, write the job record, then enqueue it."""
-    if idempotency_key:
-        existing = jobs.find_by_idempotency_key(idempotency_key)
-        if existing is not None:
-            return existing
+    # Validated before the key is looked up: an invalid body is a 422 even under a known key.
     try:
         recipe = build_recipe(request.preset, request.recipe)
     except ValidationError as exc:
         raise InvalidRecipe("the recipe is invalid", hint=_fields_hint(exc, "recipe")) from None
     except ValueError as exc:
         raise InvalidRecipe(str(exc), hint=str(exc)) from None
+    fingerprint = hashlib.sha256(json.dumps(request.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+    if idempotency_key:
+        existing = jobs.find_by_idempotency_key(idempotency_key, fingerprint)
+        if existing is not None:
+            return existing
     if request.benchmark is not None:
         _validate_benchmark_options(request.benchmark, recipe.family_name())
     # The worker resolves the model again; refusing here means a bad path or an unknown hub id is a 422
@@ -56,7 +61,7 @@ def submit_compress(
         raise QueueUnavailable(f"the job queue (Redis) failed while enqueueing: {type(exc).__name__}",
                                hint="retry once Redis answers; this job was recorded as failed") from None
     if idempotency_key:
-        jobs.remember_idempotency_key(idempotency_key, record.id)
+        jobs.remember_idempotency_key(idempotency_key, record.id, fingerprint)
     return record
 
 

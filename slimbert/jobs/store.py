@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from slimbert.errors import JobCancelled, JobNotFound
+from slimbert.errors import Conflict, JobCancelled, JobNotFound
 from slimbert.records import SHARED_FILE_MODE, JobKind, JobState, StageState
 
 
@@ -113,16 +113,22 @@ class JobStore:
         return self.save(record)
 
     # --- idempotency ----------------------------------------------------------------------------
-    def find_by_idempotency_key(self, key: str) -> JobRecord | None:
+    def find_by_idempotency_key(self, key: str, request: str | None = None) -> JobRecord | None:
+        """The job first submitted with ``key``; a different ``request`` (its fingerprint) with the same key
+        is a conflict, never a silent replay of the first job."""
         marker = self.root / "idempotency" / f"{_safe(key)}.json"
         if not marker.is_file():
             return None
-        return self.get(json.loads(marker.read_text())["job_id"])
+        stored = json.loads(marker.read_text())
+        if request is not None and stored.get("request", request) != request:
+            raise Conflict("this Idempotency-Key was used with a different request",
+                           hint=f"send a new key for a new request; the key names job {stored['job_id']}")
+        return self.get(stored["job_id"])
 
-    def remember_idempotency_key(self, key: str, job_id: str) -> None:
+    def remember_idempotency_key(self, key: str, job_id: str, request: str | None = None) -> None:
         marker_dir = self.root / "idempotency"
         marker_dir.mkdir(exist_ok=True)
-        (marker_dir / f"{_safe(key)}.json").write_text(json.dumps({"job_id": job_id}))
+        (marker_dir / f"{_safe(key)}.json").write_text(json.dumps({"job_id": job_id, "request": request}))
 
     # --- cancellation ---------------------------------------------------------------------------
     def request_cancel(self, job_id: str) -> None:

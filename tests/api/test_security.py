@@ -280,6 +280,13 @@ def test_an_idempotency_key_submits_once(tmp_path: Path, tiny_model_dir: Path) -
         ids = {c.post("/jobs/compress", json=body, headers={"Idempotency-Key": "retry-42"}).json()["job_id"]
                for _ in range(3)}
         other = c.post("/jobs/compress", json=body, headers={"Idempotency-Key": "retry-43"}).json()["job_id"]
+        # The same key with another request is refused, never answered with the first job.
+        changed = c.post("/jobs/compress", json={**body, "preset": "quick"}, headers={"Idempotency-Key": "retry-42"})
+        assert changed.status_code == 409 and "different request" in changed.json()["detail"], changed.text
+        # And a body that is invalid is a 422 whatever the key.
+        bad = c.post("/jobs/compress", json={"preset": "tiny", "recipe": {"data_seed": {}}},
+                     headers={"Idempotency-Key": "retry-42"})
+        assert bad.status_code == 422, bad.text
     assert len(ids) == 1 and other not in ids
     assert [s[1] for s in queue.sent] == [*ids, other]
 
