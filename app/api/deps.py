@@ -1,4 +1,9 @@
-"""Dependency aliases. Tests swap the underlying providers with ``dependency_overrides``."""
+"""Dependency aliases. Tests swap the underlying providers with ``dependency_overrides``.
+
+Every dependency here is ``async def``, though none awaits: FastAPI runs a plain ``def`` dependency in
+its thread pool, and three such hops per request (settings, engine, the key check) cost the hot
+``/predict`` path a thread hand-off each, on machines where the compute thread already owns the cores.
+"""
 
 from __future__ import annotations
 
@@ -16,19 +21,19 @@ from slimbert.jobs import JobStore
 from slimbert.store.store import VariantStore
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_store(request: Request) -> VariantStore:
+async def get_store(request: Request) -> VariantStore:
     return request.app.state.store
 
 
-def get_jobs(request: Request) -> JobStore:
+async def get_jobs(request: Request) -> JobStore:
     return request.app.state.jobs
 
 
-def get_queue(request: Request) -> QueueClient:
+async def get_queue(request: Request) -> QueueClient:
     return request.app.state.queue
 
 
@@ -76,7 +81,7 @@ def _role_of(key: str | None, settings: Settings) -> Role | None:
 def require(role: Role) -> Any:
     """A dependency that admits ``role`` (admin also admits everything)."""
 
-    def check(request: Request, settings: SettingsDep, key: Annotated[str | None, Depends(_api_key)]) -> None:
+    async def check(request: Request, settings: SettingsDep, key: Annotated[str | None, Depends(_api_key)]) -> None:
         if not settings.api_keys:
             if role == "admin" and _beyond_loopback(request):
                 raise Unauthorized("this API has no keys and the request came over a non-loopback interface",

@@ -158,7 +158,7 @@ class ServingEngine:
             thread.executor.shutdown(wait=False, cancel_futures=True)
 
 
-def get_engine(request: Request) -> ServingEngine:
+async def get_engine(request: Request) -> ServingEngine:  # async: no thread-pool hop (app/api/deps.py)
     engine: ServingEngine = request.app.state.engine
     return engine
 

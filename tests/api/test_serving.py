@@ -4,6 +4,7 @@ GPU routing."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import shutil
 import threading
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from fastapi import FastAPI
+from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 
 from app.main import create_app
@@ -308,3 +310,22 @@ def test_unbatched_runtimes_get_one_request_per_forward(tmp_path: Path, tiny_mod
     _, got = asyncio.run(_concurrent_predictions(app, TEXTS[:8]))
     assert all(r["batch_requests"] == 1 for r in got)
     assert set(app.state.engine.batch_sizes((FAMILY, "baseline-fp32"))) == {1}
+
+
+def test_predict_resolves_no_dependency_in_the_thread_pool(tmp_path: Path) -> None:
+    """FastAPI runs a plain ``def`` dependency in its thread pool: one thread hand-off per dependency on the
+    hot path. Every dependency of /predict (settings, engine, the key check and what they depend on) is async."""
+    app = create_app(_settings(tmp_path))
+    route = next(r.route for r in iter_route_contexts(app.routes) if r.path_format == "/predict")
+
+    def calls(dependant: Any) -> Iterator[Any]:
+        for dep in dependant.dependencies:
+            yield dep.call
+            yield from calls(dep)
+
+    def is_async(call: Any) -> bool:
+        return inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(type(call).__call__)
+
+    found = list(calls(route.dependant))  # type: ignore[attr-defined]
+    assert len(found) >= 3, found  # the key check, its settings and header, the engine
+    assert [c for c in found if not is_async(c)] == []
