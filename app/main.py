@@ -14,8 +14,8 @@ from app.services.queue import QueueClient
 from app.services.reaper import start_reaper, stop_reaper
 from app.serving.engine import ServingEngine
 from slimbert.config import Settings, check_exposure, get_settings
-from slimbert.jobs import JobStore
-from slimbert.store.store import VariantStore
+from slimbert.jobs import open_job_store
+from slimbert.store.bucket import open_variant_store
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -24,10 +24,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = VariantStore(settings.store_dir, min_free_mb=settings.min_free_disk_mb)
+        store = open_variant_store(settings)
         app.state.settings = settings
         app.state.store = store
-        app.state.jobs = JobStore(settings.job_dir)
+        app.state.jobs = open_job_store(settings)
         app.state.queue = QueueClient(settings)
         app.state.engine = ServingEngine(settings, store, app.state.queue)
         start_reaper(app)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from slimbert.compression.presets import build_recipe  # noqa: E402
 from slimbert.config import Settings  # noqa: E402
 from slimbert.hardware import cpu_label  # noqa: E402
-from slimbert.jobs import JobRecord, JobStore  # noqa: E402
+from slimbert.jobs import JobRecord, open_job_store  # noqa: E402
 from slimbert.orchestrate.compress import run_compress  # noqa: E402
 from tests.tiny_archs import ARCHITECTURES, save_tiny, write_tiny_sst2  # noqa: E402
 
@@ -43,7 +43,7 @@ def run_arch(arch: str, root: Path, inductor: bool) -> tuple[list[dict[str, Any]
     if inductor:
         overrides["precision"] = {"int8_inductor": {"calibration_samples": 8}}
     recipe = build_recipe("every-stage-tiny", overrides)
-    jobs = JobStore(settings.job_dir)
+    jobs = open_job_store(settings)
     job_id = "matrix" + arch.replace("-", "")
     jobs.save(JobRecord(id=job_id, request={"recipe": recipe.model_dump(mode="json")}))
     start = time.perf_counter()

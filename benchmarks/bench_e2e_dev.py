@@ -34,8 +34,8 @@ from slimbert.hardware import cpu_label, describe_environment, detect_isa  # noq
 from slimbert.inference.bucketing import classify_all  # noqa: E402
 from slimbert.inference.loader import load_variant  # noqa: E402
 from slimbert.metrics import wilson_interval  # noqa: E402
+from slimbert.store.bucket import open_variant_store  # noqa: E402
 from slimbert.store.manifest import Technique, VariantManifest  # noqa: E402
-from slimbert.store.store import VariantStore  # noqa: E402
 
 
 def optimum_default_int8(model_dir: Path, out: Path) -> str:
@@ -78,7 +78,7 @@ def main() -> int:
     parser.add_argument("--peer-batch1-runs", type=int, default=200, help="single-sentence runs for the peer check")
     args = parser.parse_args()
     settings = get_settings()
-    store = VariantStore(settings.store_dir)
+    store = open_variant_store(settings)
     family = args.family or store.newest_family()
     dev = load_sst2("validation", settings.sst2_dir, offline=settings.offline)
     texts = dev.texts

@@ -40,7 +40,7 @@ from slimbert.inference.bucketing import classify_all  # noqa: E402
 from slimbert.inference.predictor import OrtPredictor  # noqa: E402
 from slimbert.metrics import wilson_interval  # noqa: E402
 from slimbert.runtime.ort import ort_session  # noqa: E402
-from slimbert.store.store import VariantStore  # noqa: E402
+from slimbert.store.bucket import open_variant_store  # noqa: E402
 
 # name -> (optimum preset, reduce_range)
 FORMATS: dict[str, tuple[str, bool]] = {
@@ -73,7 +73,7 @@ def main() -> int:
     if args.model_dir is not None:
         src, what = args.model_dir, str(args.model_dir)
     else:
-        store = VariantStore(settings.store_dir)
+        store = open_variant_store(settings)
         family = args.family or store.newest_family()
         src, what = store.variant_dir(family, args.variant), f"{family}/{args.variant}"
     dev = load_sst2("validation", settings.sst2_dir, offline=settings.offline)

@@ -27,6 +27,7 @@ from slimbert.config import get_settings  # noqa: E402
 from slimbert.hardware import cpu_label, describe_environment  # noqa: E402
 from slimbert.inference.loader import load_variant  # noqa: E402
 from slimbert.inference.predictor import Predictor, model_call  # noqa: E402
+from slimbert.store.bucket import open_variant_store  # noqa: E402
 from slimbert.store.store import VariantStore  # noqa: E402
 
 TEXT = ["a gorgeous , witty , seductive movie ."]
@@ -82,7 +83,7 @@ def main() -> int:
     if args.synthetic:
         store, family = synthetic_store(Path(tmp.name)), "synthetic"
     else:
-        store = VariantStore(get_settings().store_dir)
+        store = open_variant_store(get_settings())
         family = args.family or store.newest_family()
 
     def load(variant: str, spinning: bool = False) -> Predictor:

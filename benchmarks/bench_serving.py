@@ -43,6 +43,7 @@ from slimbert.hardware import cpu_label, describe_environment
 from slimbert.inference.bucketing import classify_all
 from slimbert.inference.loader import load_variant
 from slimbert.report.results import write_section
+from slimbert.store.bucket import open_variant_store
 from slimbert.store.store import VariantStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,7 +204,7 @@ def main() -> None:
         raise SystemExit("wrk is not installed: on Debian or Ubuntu, `apt-get install -y wrk`")
 
     settings = Settings()
-    store = VariantStore(args.store or settings.store_dir)
+    store = VariantStore(args.store) if args.store else open_variant_store(settings)
     family = pick_family(store, args.family)
     texts = sst2_texts(settings, args.texts)
     clients = [int(c) for c in args.clients.split(",")]

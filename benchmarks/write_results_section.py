@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from app.services.reports import showdown  # noqa: E402
 from slimbert.config import get_settings  # noqa: E402
 from slimbert.report.results import section, write_section  # noqa: E402
-from slimbert.store.store import VariantStore  # noqa: E402
+from slimbert.store.bucket import open_variant_store  # noqa: E402
 
 
 def main() -> int:
@@ -37,7 +37,7 @@ def main() -> int:
     parser.add_argument("--gate", type=float, default=0.99,
                         help="accuracy gate, fraction of baseline (the API's default)")
     args = parser.parse_args()
-    store = VariantStore(get_settings().store_dir)
+    store = open_variant_store(get_settings())
     manifests = store.manifests(args.family)
     report = showdown(store, args.family, args.batch_size, args.gate)
     command = ".venv/bin/python benchmarks/write_results_section.py " + shlex.join(sys.argv[1:])

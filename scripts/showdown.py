@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from slimbert.config import get_settings  # noqa: E402
 from slimbert.report.render import to_csv, to_markdown  # noqa: E402
 from slimbert.report.showdown import autotune_summary, build_showdown, latest_benchmark_run  # noqa: E402
-from slimbert.store.store import VariantStore  # noqa: E402
+from slimbert.store.bucket import open_variant_store  # noqa: E402
 
 
 def main() -> int:
@@ -25,7 +25,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--gate", type=float, default=0.99, help="accuracy gate, fraction of baseline")
     args = parser.parse_args()
-    store = VariantStore(get_settings().store_dir)
+    store = open_variant_store(get_settings())
     family = args.family or store.newest_family()
     report = build_showdown(family, store.manifests(family), latest_benchmark_run(store, family),
                             batch_size=args.batch_size, gate=args.gate)

@@ -7,6 +7,7 @@ Every field can be set as an environment variable prefixed ``SLIMBERT_`` (for ex
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -17,6 +18,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 Role = Literal["admin", "predict"]
+
+_STORE_URL_RE = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>\S*?))?/?$")
+
+
+def parse_store_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix`` -> ("bucket", "some/prefix"); the prefix may be empty."""
+    match = _STORE_URL_RE.match(url)
+    if match is None:
+        raise ValueError(f"store_url must look like s3://<bucket>[/<prefix>] (the bucket in lower case), not {url!r}")
+    prefix = (match["prefix"] or "").rstrip("/")
+    if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
+        raise ValueError(f"store_url has an empty or relative part in its prefix: {url!r}")
+    return match["bucket"], prefix
 
 
 class Settings(BaseSettings):
@@ -29,6 +43,15 @@ class Settings(BaseSettings):
     # Queue and storage
     redis_url: str = "redis://127.0.0.1:6379/0"
     store_dir: Path = PROJECT_ROOT / "models_store"
+    # Many hosts, one store: s3://bucket/prefix keeps variants, reports, datasets and job records in an
+    # S3-compatible bucket, and store_dir (and datasets_dir) become this host's cache. None: all on local disk.
+    # Credentials and region come from boto3's chain (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, a profile, a role).
+    store_url: str | None = None
+    # The endpoint of an S3-compatible server (minio, moto): http://minio:9000. None: AWS S3.
+    s3_endpoint_url: str | None = None
+    # The serving path asks the bucket which variants changed at most this often (a republish on another host
+    # is served within it); jobs and a name not seen yet always read the bucket at once.
+    store_refresh_s: float = Field(default=2.0, ge=0.0, le=3600.0)
     # Job records live on disk beside the store so they survive Redis being restarted or emptied.
     jobs_dir: Path | None = None
     sst2_dir: Path | None = PROJECT_ROOT.parent / "shared" / "data" / "sst2"
@@ -116,6 +139,26 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str) -> str:
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("redis_url must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("store_url", "s3_endpoint_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        # Compose passes "${SLIMBERT_STORE_URL:-}": an unset variable arrives as an empty string.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("store_url")
+    @classmethod
+    def _store_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_store_url(value)  # raises with the expected form
+        return value
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("s3_endpoint_url must start with http:// or https://")
         return value
 
     @model_validator(mode="after")

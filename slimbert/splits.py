@@ -11,7 +11,7 @@ from typing import Any
 
 from slimbert.config import Settings
 from slimbert.data import SST2_LABELS, Splits, TextDataset, load_sst2, sst2_splits
-from slimbert.datasets import DatasetStore, job_splits
+from slimbert.datasets import job_splits, open_dataset_store
 from slimbert.errors import DatasetNotFound, InvalidRecipe
 from slimbert.metrics import choose_metric
 from slimbert.models import classifier_labels
@@ -27,7 +27,7 @@ def load_splits(settings: Settings, *, dataset: str | None, seed: int, validatio
         return with_metric(sst2_splits(settings.sst2_dir, offline=settings.offline,
                                        validation_examples=validation_examples, seed=seed,
                                        test_examples=test_examples, train_examples=cap), metric)
-    store = DatasetStore(settings.dataset_dir)
+    store = open_dataset_store(settings)
     manifest = store.get(dataset)
     splits = job_splits(store.load(dataset), validation_examples=validation_examples, test_examples=test_examples,
                         seed=seed, name=dataset)
@@ -87,7 +87,7 @@ def check_recipe_data(settings: Settings, *, dataset: str | None, metric: Metric
         names, pair, counts = list(SST2_LABELS.values()), False, [1, 1]
     else:
         try:
-            manifest = DatasetStore(settings.dataset_dir).get(dataset)
+            manifest = open_dataset_store(settings).get(dataset)
         except DatasetNotFound as exc:
             raise InvalidRecipe(f"recipe.dataset: {exc.detail}", hint=exc.hint) from None
         names, pair = manifest.label_names, manifest.task == "pair"

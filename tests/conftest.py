@@ -14,6 +14,7 @@ from slimbert.config import Settings
 from slimbert.models import PACKAGED_MODELS, _packaged_dir
 from slimbert.store.manifest import Technique, VariantManifest
 from slimbert.store.store import VariantStore
+from tests.s3_server import moto_endpoint, s3_env  # noqa: F401  (a moto S3 server for the bucket tests)
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 assert MINILM in PACKAGED_MODELS

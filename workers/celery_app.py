@@ -25,10 +25,10 @@ from celery.worker.control import control_command
 from kombu import Queue
 
 from slimbert.config import get_settings
-from slimbert.datasets import DatasetStore
+from slimbert.datasets import open_dataset_store
 from slimbert.hardware import worker_capabilities
 from slimbert.jobs.reaper import celery_time_limits
-from slimbert.store.store import VariantStore
+from slimbert.store.bucket import open_variant_store
 from slimbert.tasks import CONTROL_CAPABILITIES, QUEUES, celery_config
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,8 @@ def _report_capabilities(**_: Any) -> None:
     _capabilities["started_at"] = datetime.now(UTC).isoformat()
     log.info("worker capabilities: %s", _capabilities)
     # Staging left by jobs that died with their worker: anything older than a task may live is debris.
-    removed = VariantStore(settings.store_dir).clean_staging(older_than_s=settings.task_time_limit_s)
-    removed += DatasetStore(settings.dataset_dir).clean_staging(older_than_s=settings.task_time_limit_s)
+    removed = open_variant_store(settings).clean_staging(older_than_s=settings.task_time_limit_s)
+    removed += open_dataset_store(settings).clean_staging(older_than_s=settings.task_time_limit_s)
     if removed:
         log.info("removed %d stale staging directories", removed)
 

@@ -11,7 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from slimbert.benchmark.runner import BenchmarkSpec
 from slimbert.config import get_settings
 from slimbert.inference.remote import predict_texts
-from slimbert.jobs import JobRecord, JobStore
+from slimbert.jobs import JobRecord, open_job_store
 from slimbert.orchestrate.autotune import execute_autotune_job
 from slimbert.orchestrate.benchmark import aggregate_benchmark, execute_benchmark_device, plan_benchmark
 from slimbert.orchestrate.compress import execute_compress_job
@@ -57,7 +57,7 @@ def _follow_up_benchmark(record: JobRecord, own_queue: str) -> dict[str, Any]:
         replies = app.control.broadcast(CONTROL_CAPABILITIES, reply=True, timeout=1.0) or []
         live = queues_of(replies)
         spec = BenchmarkSpec(family=record.family or "", **overrides)
-        bench_id, devices = plan_benchmark(settings, spec, live | {own_queue}, JobStore(settings.job_dir),
+        bench_id, devices = plan_benchmark(settings, spec, live | {own_queue}, open_job_store(settings),
                                            parent_job=record.id)
         send_benchmark(bench_id, devices)
     except Exception as exc:  # the compression itself succeeded; say why no benchmark followed

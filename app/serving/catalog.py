@@ -1,45 +1,35 @@
-"""What the store holds, as the serving path needs it, cached and checked against the disk per request.
+"""What the store holds, as the serving path needs it, cached and checked against the store per request.
 
 A request used to read manifests from disk and, with no variant named, rebuild the showdown from the
-family's benchmark runs. Here each answer is cached under a stamp made of ``stat`` calls only (a few
-microseconds): a manifest under its file's (inode, mtime, size), a family under the stamps of its
-manifests, the CPU recommendation under those plus the names of the family's stored runs (run files are
-never rewritten: a new run is a new name). A publish renames a whole new folder into place, so a
-republished variant's manifest is a new inode: the stamp changes, and the next request sees the new
-manifest (and the engine reloads the weights). Nothing needs telling: a worker process that publishes
-or saves a run invalidates the API's caches by changing the disk.
+family's benchmark runs. Here each answer is cached under a stamp the store gives cheaply: a manifest
+under its version (on disk the file's (inode, mtime, size), a few microseconds of ``stat``; in a bucket
+the object's ETag from a listing reused for ``store_refresh_s``), a family under the versions of its
+manifests, the CPU recommendation under those plus the names of the family's stored runs (runs are never
+rewritten: a new run is a new name). A publish writes a new manifest, so a republished variant's version
+changes and the next request sees the new manifest (and the engine reloads the weights). Nothing needs
+telling: a worker process that publishes or saves a run invalidates the API's caches by changing the store.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
-from pathlib import Path
 
 from app.services.reports import cpu_recommendation
 from slimbert.errors import VariantNotFound
 from slimbert.records import BASELINE, PRUNED
-from slimbert.store.manifest import MANIFEST_NAME, VariantManifest
-from slimbert.store.store import REPORTS, VariantStore, check_name
+from slimbert.store.manifest import VariantManifest
+from slimbert.store.store import VariantStore, Version
 
 log = logging.getLogger(__name__)
 
-# (inode, mtime in ns, size) of a manifest file: changes whenever the variant is (re)published.
-Version = tuple[int, int, int]
+__all__ = ["Catalog", "Version", "needs_gpu"]
+
 FamilyStamp = tuple[tuple[str, Version], ...]
 
 # Without a named variant and without a benchmark run, serve the first of these that the family has:
 # the smallest, fastest CPU form first. With a run, the showdown's CPU recommendation wins.
 DEFAULT_ORDER = ("pruned-int8", "baseline-int8", PRUNED, BASELINE)
-
-
-def _version(path: Path) -> Version | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def needs_gpu(manifest: VariantManifest) -> bool:
@@ -51,14 +41,14 @@ class Catalog:
         self.store = store
         self._lock = threading.Lock()
         self._manifests: dict[tuple[str, str], tuple[Version, VariantManifest]] = {}
-        self._families: tuple[tuple[tuple[str, int], ...], list[str]] | None = None
+        self._families: tuple[Version, list[str]] | None = None
         self._defaults: dict[str, tuple[tuple[FamilyStamp, frozenset[str]], str]] = {}
         self.reads = 0  # manifest files read and recommendations computed, for tests
 
     # --- one variant -----------------------------------------------------------------------------
     def version(self, family: str, variant: str) -> Version:
         """The version of a published variant (404 naming what exists when it is not there)."""
-        found = _version(self.store.variant_dir(family, variant) / MANIFEST_NAME)
+        found = self.store.manifest_version(family, variant)
         if found is None:
             self.store.manifest(family, variant)  # raises VariantNotFound with the hint
             raise VariantNotFound(f"variant {family}/{variant} not found")  # vanished in between
@@ -77,28 +67,16 @@ class Catalog:
 
     # --- families --------------------------------------------------------------------------------
     def _family_stamp(self, family: str) -> FamilyStamp:
-        check_name("family", family)
-        base = self.store.root / family
-        out = []
-        try:
-            entries = sorted(e.name for e in os.scandir(base) if e.is_dir() and not e.name.startswith("."))
-        except FileNotFoundError:
-            return ()
-        for name in entries:
-            version = _version(base / name / MANIFEST_NAME)
-            if version is not None:
-                out.append((name, version))
-        return tuple(out)
+        return self.store.manifest_versions(family)
 
     def manifests(self, family: str) -> dict[str, VariantManifest]:
         """The family's variants by name, each from the cache while its manifest is unchanged."""
         return {name: self.manifest(family, name) for name, _ in self._family_stamp(family)}
 
     def newest_family(self) -> str:
-        """The family published to last (as ``VariantStore.newest_family``), cached under the mtimes
-        of the family folders: publishing renames a variant into its family's folder."""
-        stamp = tuple(sorted((e.name, e.stat().st_mtime_ns) for e in os.scandir(self.store.root)
-                             if e.is_dir() and not e.name.startswith(".")))
+        """The family published to last (as ``VariantStore.newest_family``), cached under the store's
+        stamp of all families, which every publish changes."""
+        stamp = self.store.families_stamp()
         cached = self._families
         if cached is None or cached[0] != stamp:
             cached = (stamp, self.store.families())
@@ -108,11 +86,7 @@ class Catalog:
         return cached[1][0]
 
     def _runs_stamp(self, family: str) -> frozenset[str]:
-        try:
-            return frozenset(e.name for e in os.scandir(self.store.root / family / REPORTS)
-                             if e.name.endswith(".json") and not e.name.startswith("."))
-        except FileNotFoundError:
-            return frozenset()
+        return self.store.report_names(family)
 
     # --- the default variant ---------------------------------------------------------------------
     def default_variant(self, family: str) -> VariantManifest:

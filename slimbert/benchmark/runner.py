@@ -43,6 +43,7 @@ from slimbert.records import (
     VariantMeasurement,
 )
 from slimbert.splits import test_split_of
+from slimbert.store.bucket import open_variant_store
 from slimbert.store.manifest import NAME_PATTERN, VariantManifest
 from slimbert.store.store import VariantStore
 
@@ -108,6 +109,8 @@ def _gflops(name: str, predictor: Predictor, encoded: Encoded, seq_len: int) -> 
 
 def peak_memory_probe(store_dir: str, family: str, variant: str, batch_size: int, seq_len: SeqLen) -> None:
     """Runs in a fresh process (see memory.measure_fresh_process): load one variant, run one batch."""
+    # The local store on purpose: the parent verified the variant into this host's store (with a bucket,
+    # its cache), and the probe must measure the variant's memory, not a bucket client's.
     store = VariantStore(Path(store_dir))
     manifest = store.manifest(family, variant)
     predictor = load_variant(manifest, store.variant_dir(family, variant), "cpu")
@@ -179,7 +182,7 @@ def family_test_split(settings: Settings, manifests: dict[str, VariantManifest])
 def benchmark_device(settings: Settings, spec: BenchmarkSpec, device: Device, progress: Progress | None = None
                      ) -> DeviceRun:
     """Benchmark the spec's variants on ``device`` in this process."""
-    store = VariantStore(settings.store_dir)
+    store = open_variant_store(settings)
     manifests = {m.variant: m for m in store.manifests(spec.family)}
     names = spec.variants or sorted(manifests)
     missing = [n for n in names if n not in manifests]

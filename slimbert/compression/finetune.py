@@ -62,9 +62,18 @@ class FinetuneResult:
     epochs_run: int
     seconds: float
     history: list[dict[str, float]]
+    kept_epoch: int = 0  # the epoch whose weights were kept: the best on validation
 
 
 LossFn = Callable[[PreTrainedModel, dict[str, torch.Tensor], int, int], torch.Tensor]
+
+
+def selected_epoch(result: FinetuneResult) -> dict[str, Any]:
+    """What early stopping chose, for a manifest: the kept epoch and the validation metric by epoch."""
+    metric = next((k.removeprefix("validation_") for k in (result.history[0] if result.history else {})
+                   if k.startswith("validation_")), None)
+    return {"kept_epoch": result.kept_epoch, "epochs_run": result.epochs_run, "metric": metric,
+            "validation_by_epoch": [h[f"validation_{metric}"] for h in result.history] if metric else []}
 
 
 @dataclass
@@ -173,7 +182,7 @@ def finetune(
     optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
     amp = Amp.for_model(model)
-    best_acc, best_loss, best_state, stale = -1.0, math.inf, None, 0
+    best_acc, best_loss, best_state, stale, kept = -1.0, math.inf, None, 0, 0
     history: list[dict[str, float]] = []
     step = 0
     epochs_run = 0
@@ -195,7 +204,7 @@ def finetune(
                         f"validation_{dev.metric}": result.score})
         log.info("epoch %d: validation %s %.4f loss %.4f", epoch + 1, dev.metric, result.score, result.loss)
         if result.score > best_acc:
-            best_acc, best_loss, stale = result.score, result.loss, 0
+            best_acc, best_loss, stale, kept = result.score, result.loss, 0, epoch + 1
             # Only worth the copy when a later epoch could be worse.
             best_state = copy.deepcopy(model.state_dict()) if epoch + 1 < cfg.epochs else None
         else:
@@ -207,4 +216,4 @@ def finetune(
     model.eval()
     if progress:
         progress(100.0)
-    return FinetuneResult(best_acc, best_loss, step, epochs_run, time.perf_counter() - start, history)
+    return FinetuneResult(best_acc, best_loss, step, epochs_run, time.perf_counter() - start, history, kept)

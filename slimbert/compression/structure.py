@@ -20,7 +20,7 @@ from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from slimbert.compression.distill import distillation_loss_fn
-from slimbert.compression.finetune import Amp, FinetuneConfig, evaluate, finetune, train_step
+from slimbert.compression.finetune import Amp, FinetuneConfig, evaluate, finetune, selected_epoch, train_step
 from slimbert.compression.gradual import GradualPruner
 from slimbert.compression.heads import alive_heads, count_encoder_parameters
 from slimbert.compression.layers import drop_layers
@@ -83,7 +83,8 @@ def prune_layers(model: PreTrainedModel, teacher: PreTrainedModel, lp: LayerPrun
     params: dict[str, Any] = {
         "dropped_layers": dropped, "strategy": lp.strategy, "layers_before": num_layers,
         "layers_after": model.config.num_hidden_layers, "requested": lp.model_dump(include={"drop", "target_layers"}),
-        "refinetune": lp.refinetune.model_dump(), "distilled": lp.distill is not None,
+        "refinetune": lp.refinetune.model_dump(), "refinetune_selected": selected_epoch(refit),
+        "distilled": lp.distill is not None,
         "distill": lp.distill.model_dump() if lp.distill else None,
         "teacher": BASELINE if lp.distill else None,
         "encoder_parameters_before": before, "encoder_parameters_after": count_encoder_parameters(model),

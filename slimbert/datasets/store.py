@@ -26,7 +26,7 @@ from slimbert.errors import Conflict, DatasetNotFound, InvalidInput, StoreError
 from slimbert.models import load_tokenizer
 from slimbert.records import SHARED_FILE_MODE
 from slimbert.store.manifest import is_valid_name
-from slimbert.store.store import _fsync_tree, sha256_file
+from slimbert.store.store import fsync_tree, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,11 @@ def _mkdir_shared(path: Path) -> None:
             path.chmod(SHARED_DIR_MODE)
         except PermissionError:  # made by another service's uid at the same moment
             pass
+
+
+def name_taken(name: str) -> Conflict:
+    return Conflict(f"dataset {name!r} already exists; stored datasets are immutable",
+                    hint=f"pick another name, or DELETE /datasets/{name} first")
 
 
 def _write_split(path: Path, examples: list[Example]) -> None:
@@ -97,7 +102,7 @@ class DatasetStore:
                 size_bytes=tree_bytes(staging))
             (staging / DATASET_MANIFEST).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
             _share(staging)
-            _fsync_tree(staging)
+            fsync_tree(staging)
             if before_rename is not None:
                 before_rename()
             self._publish(staging, name)
@@ -113,9 +118,11 @@ class DatasetStore:
             raise InvalidInput(f"invalid dataset name {name!r}",
                                hint="dataset names use lower-case letters, digits, '.', '_' and '-' (at most 64 "
                                "characters, starting with a letter or digit)")
-        if (self.root / name).exists():
-            raise Conflict(f"dataset {name!r} already exists; stored datasets are immutable",
-                           hint=f"pick another name, or DELETE /datasets/{name} first")
+        if self._exists(name):
+            raise name_taken(name)
+
+    def _exists(self, name: str) -> bool:
+        return (self.root / name).exists()
 
     def _publish(self, staging: Path, name: str) -> None:
         target = self.root / name
@@ -123,8 +130,7 @@ class DatasetStore:
             os.rename(staging, target)  # fails on an existing, non-empty folder: a racing create of the same name
         except OSError as exc:
             if target.exists():
-                raise Conflict(f"dataset {name!r} already exists; stored datasets are immutable",
-                               hint=f"pick another name, or DELETE /datasets/{name} first") from exc
+                raise name_taken(name) from exc
             raise StoreError(f"could not publish dataset {name!r}: {exc}", hint="check the store's disk") from exc
         fd = os.open(self.root, os.O_RDONLY)
         try:
@@ -167,12 +173,15 @@ class DatasetStore:
         if used_by:
             raise Conflict(f"dataset {name!r} is used by {len(used_by)} variant(s): {', '.join(sorted(used_by))}",
                            hint="delete those variants first; their manifests name the data they were made on")
+        self._remove(name)
+        log.info("deleted dataset %s", name)
+        return manifest
+
+    def _remove(self, name: str) -> None:
         aside = self.root / TRASH / f"{name}--{uuid.uuid4().hex[:12]}"
         _mkdir_shared(aside.parent)
         os.rename(self.root / name, aside)
         shutil.rmtree(aside, ignore_errors=True)
-        log.info("deleted dataset %s", name)
-        return manifest
 
     def clean_staging(self, older_than_s: float) -> int:
         """Remove debris of crashed creates untouched for ``older_than_s``; returns how many went."""

@@ -17,6 +17,7 @@ from slimbert.hardware import cuda_available
 from slimbert.inference.cache import PredictorCache
 from slimbert.inference.loader import load_variant
 from slimbert.inference.predictor import Predictor
+from slimbert.store.bucket import open_variant_store
 from slimbert.store.store import VariantStore
 
 _KEEP = 2  # variants a worker keeps loaded
@@ -26,10 +27,19 @@ _KEEP = 2  # variants a worker keeps loaded
 # (store, family, variant, manifest time): a republished variant is a new key.
 WorkerKey = tuple[str, str, str, str]
 _caches: dict[tuple[str, int | None], PredictorCache[WorkerKey]] = {}
+# The store of a worker process, built once: with a bucket it holds a client and its connection pool.
+_stores: dict[tuple[str, str | None], VariantStore] = {}
+
+
+def _store_for(settings: Settings) -> VariantStore:
+    key = (str(settings.store_dir), settings.store_url)
+    if key not in _stores:
+        _stores[key] = open_variant_store(settings)
+    return _stores[key]
 
 
 def _cache_for(settings: Settings) -> PredictorCache[WorkerKey]:
-    store, threads = VariantStore(settings.store_dir), settings.inference_threads or None
+    store, threads = _store_for(settings), settings.inference_threads or None
     if (str(settings.store_dir), threads) in _caches:
         return _caches[(str(settings.store_dir), threads)]
 
@@ -44,7 +54,7 @@ def _cache_for(settings: Settings) -> PredictorCache[WorkerKey]:
 
 
 def _predictor(settings: Settings, family: str, variant: str) -> Predictor:
-    manifest = VariantStore(settings.store_dir).manifest(family, variant)
+    manifest = _store_for(settings).manifest(family, variant)
     # created_at in the key: a republished variant is loaded afresh, never served stale.
     return _cache_for(settings).get((str(settings.store_dir), family, variant, manifest.created_at.isoformat()))
 

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from slimbert.config import Settings
 from slimbert.errors import JobCancelled, JobNotFound, SlimBertError
-from slimbert.jobs.store import JobRecord, JobStore, utcnow
+from slimbert.jobs.store import JobRecord, JobStore, open_job_store, utcnow
 from slimbert.records import TERMINAL
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def run_job(settings: Settings, job_id: str, body: Body, run: Run, on_success: F
     ``on_success(record)`` runs after the body and before the record turns ``succeeded``; what it
     returns joins the results, so a follow-up (the benchmark) is visible the moment the job is.
     """
-    jobs = JobStore(settings.job_dir)
+    jobs = open_job_store(settings)
     try:
         record = jobs.get(job_id)
     except JobNotFound:

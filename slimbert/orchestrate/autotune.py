@@ -37,7 +37,7 @@ from slimbert.inference.bucketing import predict_label_ids
 from slimbert.inference.loader import load_variant
 from slimbert.inference.predictor import Predictor, model_call
 from slimbert.jobs.lifecycle import FollowUp, JobResult, Run, run_job
-from slimbert.jobs.store import JobRecord, JobStore, utcnow
+from slimbert.jobs.store import JobRecord, open_job_store, utcnow
 from slimbert.metrics import score
 from slimbert.models import load_tokenizer
 from slimbert.orchestrate.autotune_spec import AutotuneSpec, PrecisionChoice, paired_gate
@@ -45,8 +45,8 @@ from slimbert.orchestrate.publish import score_splits
 from slimbert.records import BASELINE, Method
 from slimbert.runtime.shapes import from_pretrained_pruned
 from slimbert.splits import in_label_order, splits_of_recipe
+from slimbert.store.bucket import open_variant_store
 from slimbert.store.manifest import Technique, VariantManifest
-from slimbert.store.store import VariantStore
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class Search:
     def __init__(self, settings: Settings, spec: AutotuneSpec,
                  report: Callable[[str, float, dict[str, Any] | None], None], should_stop: Callable[[], bool]) -> None:
         self.settings, self.spec, self.report, self.should_stop = settings, spec, report, should_stop
-        self.store = VariantStore(settings.store_dir, min_free_mb=settings.min_free_disk_mb)
+        self.store = open_variant_store(settings)
         self.base = self.store.manifest(spec.family, BASELINE)
         self.base_dir = self.store.variant_dir(spec.family, BASELINE)
         # The family's own splits (same carve, same seed): the gate reads validation, which the baseline
@@ -249,7 +249,7 @@ def publish_winner(settings: Settings, spec: AutotuneSpec, best: dict[str, Any],
                    ) -> str:
     """Store the winning candidate as ``tuned-<precision>`` with the search in its manifest; its accuracy
     is measured again, on its own runtime, on the test split (reported) and the validation split."""
-    store = VariantStore(settings.store_dir, min_free_mb=settings.min_free_disk_mb)
+    store = open_variant_store(settings)
     base = store.manifest(spec.family, BASELINE)
     name = "tuned-" + ("int8" if best["runtime"] == "onnxruntime" else best["precision"])
     with store.staging(spec.family, name) as staged:
@@ -282,7 +282,7 @@ def execute_autotune_job(settings: Settings, job_id: str, *, queue: str, worker:
     publishing the winner, and the trail stored as a report.
 
     ``on_success(record)`` runs before the record turns ``succeeded`` (the follow-up benchmark)."""
-    jobs = JobStore(settings.job_dir)
+    jobs = open_job_store(settings)
 
     def report(stage: str, percent: float, best: dict[str, Any] | None) -> None:
         best_text = None if best is None else {k: best.get(k) for k in ("candidate", "cost_vs_baseline")}
@@ -300,7 +300,7 @@ def execute_autotune_job(settings: Settings, job_id: str, *, queue: str, worker:
         for entry in [*outcome["trail"], outcome["best"] or {}]:
             entry.pop("path", None)
         run_id = "autotune-" + job_id[:12]
-        VariantStore(settings.store_dir).save_report(spec.family, run_id, {
+        open_variant_store(settings).save_report(spec.family, run_id, {
             "run_id": run_id, "kind": "autotune", "created_at": utcnow().isoformat(),
             "spec": spec.model_dump(mode="json"), "job_id": job_id, **json.loads(json.dumps(outcome))})
         return JobResult(outcome, [outcome["variant"]] if outcome.get("variant") else [],

@@ -12,8 +12,8 @@ from slimbert.benchmark.runner import BenchmarkSpec, run_device_benchmark
 from slimbert.config import Settings
 from slimbert.errors import NoWorkerForDevice, VariantNotFound
 from slimbert.jobs.lifecycle import JobResult, Run, run_job
-from slimbert.jobs.store import JobRecord, JobStore, utcnow
-from slimbert.store.store import VariantStore
+from slimbert.jobs.store import JobRecord, JobStore, open_job_store, utcnow
+from slimbert.store.bucket import open_variant_store
 
 
 def new_run_id() -> str:
@@ -24,7 +24,7 @@ def execute_benchmark_device(settings: Settings, job_id: str, device: str, *, qu
                              ) -> dict[str, Any]:
     """Measure every variant of the job's spec on ``device``; failures come back as data, so the
     aggregate step still stores what the other devices measured."""
-    jobs = JobStore(settings.job_dir)
+    jobs = open_job_store(settings)
     measured: dict[str, Any] = {}
 
     def body(record: JobRecord) -> JobResult:
@@ -57,7 +57,7 @@ def aggregate_benchmark(settings: Settings, job_id: str, results: list[dict[str,
         run_id = new_run_id()
         report = {"run_id": run_id, "created_at": utcnow().isoformat(), "job_id": job_id, "family": spec.family,
                   "spec": spec.model_dump(mode="json"), "devices": devices}
-        VariantStore(settings.store_dir).save_report(spec.family, run_id, report)
+        open_variant_store(settings).save_report(spec.family, run_id, report)
         errors = {d: r["error"] for d, r in devices.items() if "error" in r}
         if errors and len(errors) == len(results):
             return JobResult({"run_id": run_id}, failure=("; ".join(f"{d}: {e}" for d, e in errors.items()),
@@ -72,7 +72,7 @@ def plan_benchmark(settings: Settings, spec: BenchmarkSpec, live_queues: set[str
                    *, parent_job: str | None = None) -> tuple[str, list[str]]:
     """Validate ``spec`` against the store and live workers, write the job record; returns the
     job id and the devices to fan out to. Devices without a live worker are kept as N/A reasons."""
-    store = VariantStore(settings.store_dir)
+    store = open_variant_store(settings)
     have = {m.variant for m in store.manifests(spec.family)}
     if not have:
         store.newest_family()  # raises with a hint when the store is empty

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from slimbert.compression.finetune import Progress, finetune
+from slimbert.compression.finetune import Progress, finetune, selected_epoch
 from slimbert.compression.heads import count_encoder_parameters
 from slimbert.compression.precision_steps import PrecisionStep, build_precision, cannot_run, planned_precision
 from slimbert.compression.recipe import Recipe
@@ -23,7 +23,7 @@ from slimbert.config import Settings
 from slimbert.data import Splits
 from slimbert.hardware import cuda_available
 from slimbert.jobs.lifecycle import FollowUp, JobResult, Run, run_job
-from slimbert.jobs.store import JobRecord, JobStore
+from slimbert.jobs.store import JobRecord, JobStore, open_job_store
 from slimbert.models import classifier_labels, load_classifier, load_tokenizer, resolve_model
 from slimbert.orchestrate.publish import (
     Context,
@@ -35,6 +35,7 @@ from slimbert.orchestrate.publish import (
 from slimbert.orchestrate.reporter import JobReporter
 from slimbert.records import BASELINE, GPU_PHASE_METHODS, HEADS, METHODS, PRUNED, CompressResults, Method
 from slimbert.splits import in_label_order, load_splits
+from slimbert.store.bucket import open_variant_store
 from slimbert.store.manifest import Technique
 from slimbert.store.store import VariantStore
 
@@ -77,8 +78,8 @@ def run_compress(settings: Settings, job_id: str, recipe: Recipe, *, queue: str,
     NF4) where the job was queued, typically a GPU worker; ``precision`` then runs the INT8 stages on
     the cpu queue, reading every parent back from the store. ``all`` runs everything here.
     """
-    jobs = JobStore(settings.job_dir)
-    store = VariantStore(settings.store_dir, min_free_mb=settings.min_free_disk_mb)
+    jobs = open_job_store(settings)
+    store = open_variant_store(settings)
     device = _job_device(queue)
     # Training runs where the job was queued: a GPU worker trains, distils and prunes on its GPU.
     train_device = "cuda:0" if device == "gpu" else "cpu"
@@ -113,7 +114,8 @@ def run_compress(settings: Settings, job_id: str, recipe: Recipe, *, queue: str,
             ft = finetune(model, tokenizer, train, validation, recipe.finetune, progress=rep.progress)
             st.detail.update(validation_accuracy=ft.dev_accuracy, steps=ft.steps, seconds=round(ft.seconds, 1),
                              history=ft.history)
-        finetune_params = {**recipe.finetune.model_dump(), "steps": ft.steps, "epochs_run": ft.epochs_run}
+        finetune_params = {**recipe.finetune.model_dump(), "steps": ft.steps, "epochs_run": ft.epochs_run,
+                           "selected": selected_epoch(ft)}
 
     with rep.stage("evaluate-baseline") as st:
         made = Made(Technique(name="finetune", params=finetune_params),

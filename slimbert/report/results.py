@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from slimbert.compression.presets import PRESETS
 from slimbert.metrics import wilson_interval
@@ -34,6 +35,54 @@ def variants_table(manifests: list[VariantManifest]) -> str:
     return "\n".join(lines)
 
 
+def _epochs(sel: dict[str, Any] | None) -> str:
+    if not sel or not sel.get("validation_by_epoch"):
+        return "early stopping: not recorded"
+    by = ", ".join(f"{v:.4f}" for v in sel["validation_by_epoch"])
+    return (f"early stopping kept epoch {sel['kept_epoch']} of {sel['epochs_run']} run "
+            f"(validation {sel['metric']} by epoch: {by})")
+
+
+# What each technique chose, and on which split: nothing here reads the test split.
+_CHOOSES_NOTHING = {"int8-dynamic": "nothing chosen (activation ranges are taken at run time)",
+                    "fp16-bf16": "nothing chosen (a cast)", "int4-nf4": "nothing chosen (a fixed 4-bit grid)"}
+_CALIBRATION = {"int8-static": "calibration ranges from train sentences",
+                "int8-inductor": "calibration ranges from train sentences",
+                "int8-qat": "quantization-aware training on train",
+                "int8-mixed": "the fp32 layers by per-layer INT8 divergence on train probe sentences"}
+
+
+def selections(manifests: list[VariantManifest]) -> str:
+    """What the validation split (and train, where a stage calibrates) chose in the job, read from the
+    manifests: the section shows test figures only, so this is where the choices are accounted for."""
+    base = next((m for m in manifests if m.variant == BASELINE), None)
+    val = (base.splits.get("validation") or {}) if base else {}
+    lines = ["### What the validation split selected", "",
+             f"Validation: {val.get('examples', base.validation_examples if base else '?')} examples "
+             f"({val.get('from', 'origin not recorded')}). Everything below chose on it (or on train), never on test."]
+    for m in sorted(manifests, key=lambda m: (m.variant != BASELINE, m.variant)):
+        p, name = m.technique.params, m.technique.name
+        if name == "finetune":
+            what = (f"fine-tune skipped: {p['skipped']}" if "skipped" in p
+                    else "fine-tune: " + _epochs(p.get("selected")))
+        elif name == "layer-pruning":
+            scores = m.extra.get("sensitivity") or []
+            ranked = ", ".join(f"L{s['layer']} {s['accuracy']:.4f}" for s in scores)
+            how = (f"the {len(p['dropped_layers'])} whose removal cost least on validation "
+                   f"({m.metric} without each layer: {ranked})" if p.get("strategy") == "sensitivity" and scores
+                   else f"by the {p.get('strategy')} rule (no data)")
+            what = (f"dropped layers {p['dropped_layers']} of {p.get('layers_before')}, {how}; re-finetune"
+                    f"{' distilled from ' + str(p.get('teacher')) if p.get('distilled') else ''}: "
+                    + _epochs(p.get("refinetune_selected")))
+        elif name == "head-ffn-pruning":
+            what = "heads and FFN neurons by importance on train batches, pruned on its schedule while training"
+        else:
+            what = _CHOOSES_NOTHING.get(name) or _CALIBRATION.get(name, "see its manifest")
+        lines.append(f"- `{m.variant}` ({name}): {what}.")
+    lines.append("- The showdown's recommendations gate on each variant's validation figure (above).")
+    return "\n".join(lines)
+
+
 def section(label: str, command: str, manifests: list[VariantManifest], report: Showdown,
             wall_seconds: float | None) -> str:
     recipe = manifests[0].recipe if manifests else {}
@@ -45,6 +94,7 @@ def section(label: str, command: str, manifests: list[VariantManifest], report: 
         f"## {kind} `{label}`: family `{report.family}`", "",
         f"Command: `{command}`.{wall}", "",
         "### Variants (accuracy at creation, on each variant's own runtime)", "", variants_table(manifests), "",
+        selections(manifests), "",
         to_markdown(report).replace("## Showdown:", "### Showdown:"),
         "<details><summary>Recipe (defaults resolved; every variant's manifest carries it)</summary>", "",
         "```json", json.dumps(recipe, indent=1), "```", "</details>", ""])

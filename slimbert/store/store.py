@@ -3,6 +3,7 @@
 Layout: ``<root>/<family>/<variant>/`` holds the runtime's files, the tokenizer and ``manifest.json``.
 Work in progress lives in ``<root>/.staging/`` and is published by one ``rename``; a crashed job
 leaves only staging debris, which :meth:`VariantStore.clean_staging` removes and no listing shows.
+With a bucket (``slimbert.store.bucket``) the same layout is this host's cache of the bucket.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from slimbert.errors import SlimBertError, StoreError, VariantNotFound
 from slimbert.records import SHARED_FILE_MODE
@@ -30,6 +31,10 @@ STAGING = ".staging"
 TRASH = ".trash"
 REPORTS = ".reports"  # inside a family: benchmark runs, one JSON file each
 
+# What changes whenever a variant is (re)published: a manifest file's (inode, mtime in ns, size) here,
+# the manifest object's ETag in a bucket. The serving catalog caches manifests under it.
+Version: TypeAlias = tuple[int | str, ...]
+
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
@@ -39,7 +44,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_tree(path: Path) -> None:
+def fsync_tree(path: Path) -> None:
     """Flush every file and directory below ``path`` so a rename never publishes unwritten data."""
     for dirpath, _dirs, files in os.walk(path):
         for name in files:
@@ -50,6 +55,28 @@ def _fsync_tree(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def install_dir(staged: Path, target: Path, trash: Path) -> None:
+    """Rename ``staged`` to ``target``, replacing a folder already there: readers see the old or the new one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        # rename() cannot replace a non-empty directory: move the old one aside first.
+        aside = trash / f"{target.parent.name}--{target.name}--{uuid.uuid4().hex[:12]}"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(target, aside)
+        os.rename(staged, target)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.rename(staged, target)
+
+
+def _file_version(path: Path) -> Version | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def check_name(kind: str, name: str) -> None:
@@ -92,8 +119,20 @@ class VariantStore:
         """Hash the staged files, write the manifest last, fsync, and rename into place.
 
         ``before_rename`` is a test seam: it runs after everything is written and before the
-        rename, so a test can fail there and see that nothing became visible.
+        rename (with a bucket: before the manifest is uploaded), so a test can fail there and see
+        that nothing became visible.
         """
+        manifest = self.seal(staged, manifest)
+        if before_rename is not None:
+            before_rename()
+        install_dir(staged, self._local_dir(manifest.family, manifest.variant), self.root / TRASH)
+        log.info("published %s/%s (%d files, %.1f MB)", manifest.family, manifest.variant, len(manifest.files),
+                 manifest.size_bytes / 1e6)
+        return manifest
+
+    @staticmethod
+    def seal(staged: Path, manifest: VariantManifest) -> VariantManifest:
+        """Hash the staged files into the manifest, write it last, and fsync the folder."""
         files = {
             p.relative_to(staged).as_posix(): sha256_file(p)
             for p in sorted(staged.rglob("*"))
@@ -102,22 +141,7 @@ class VariantStore:
         size = sum((staged / rel).stat().st_size for rel in files)
         manifest = manifest.model_copy(update={"files": files, "size_bytes": size})
         (staged / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2))
-        _fsync_tree(staged)
-        if before_rename is not None:
-            before_rename()
-        target = self.variant_dir(manifest.family, manifest.variant)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            # A rerun replaces the old variant: move it aside first, since rename() cannot
-            # replace a non-empty directory. Readers see the old or the new one, never a mix.
-            aside = self.root / TRASH / f"{manifest.family}--{manifest.variant}--{uuid.uuid4().hex[:12]}"
-            aside.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(target, aside)
-            os.rename(staged, target)
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            os.rename(staged, target)
-        log.info("published %s/%s (%d files, %.1f MB)", manifest.family, manifest.variant, len(files), size / 1e6)
+        fsync_tree(staged)
         return manifest
 
     def check_free_space(self) -> None:
@@ -146,8 +170,9 @@ class VariantStore:
         return count
 
     # --- benchmark reports ---------------------------------------------------------------------
-    def save_report(self, family: str, run_id: str, report: dict[str, Any]) -> Path:
-        """Write one benchmark run atomically; a run id is never reused, so nothing is overwritten."""
+    def save_report(self, family: str, run_id: str, report: dict[str, Any]) -> str:
+        """Write one benchmark run atomically; a run id is never reused, so nothing is overwritten.
+        Returns where it went (a path here, an s3:// URL with a bucket)."""
         check_name("family", family)
         check_name("run id", run_id)
         folder = self.root / family / REPORTS
@@ -162,7 +187,7 @@ class VariantStore:
             fh.flush()
             os.fsync(fh.fileno())
         os.rename(tmp, target)
-        return target
+        return str(target)
 
     def reports(self, family: str) -> list[dict[str, Any]]:
         """Every benchmark run of a family, oldest first."""
@@ -177,10 +202,53 @@ class VariantStore:
         return runs[-1] if runs else None
 
     # --- reading -----------------------------------------------------------------------------
-    def variant_dir(self, family: str, variant: str) -> Path:
+    def _local_dir(self, family: str, variant: str) -> Path:
         check_name("family", family)
         check_name("variant", variant)
         return self.root / family / variant
+
+    def variant_dir(self, family: str, variant: str) -> Path:
+        """The folder holding the variant's files (with a bucket: fetched into this host's cache first)."""
+        return self._local_dir(family, variant)
+
+    def writable(self) -> bool:
+        """Whether this process can write the store (readiness)."""
+        try:
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-"):
+                pass
+            return os.access(self.root, os.W_OK)
+        except OSError:
+            return False
+
+    # --- versions: cheap stamps the serving catalog caches under ------------------------------------
+    def manifest_version(self, family: str, variant: str) -> Version | None:
+        """Changes whenever the variant is republished; None when it is not published."""
+        return _file_version(self._local_dir(family, variant) / MANIFEST_NAME)
+
+    def manifest_versions(self, family: str) -> tuple[tuple[str, Version], ...]:
+        """(variant, version) of every published variant of ``family``, by name."""
+        check_name("family", family)
+        base = self.root / family
+        try:
+            names = sorted(e.name for e in os.scandir(base) if e.is_dir() and not e.name.startswith("."))
+        except FileNotFoundError:
+            return ()
+        found = ((name, _file_version(base / name / MANIFEST_NAME)) for name in names)
+        return tuple((name, v) for name, v in found if v is not None)
+
+    def families_stamp(self) -> Version:
+        """Changes whenever a variant is published into any family (the mtimes of the family folders)."""
+        return tuple(sorted(f"{e.name}:{e.stat().st_mtime_ns}" for e in os.scandir(self.root)
+                            if e.is_dir() and not e.name.startswith(".")))
+
+    def report_names(self, family: str) -> frozenset[str]:
+        """The stored runs' file names: a run is never rewritten, so a new name is a new run."""
+        check_name("family", family)
+        try:
+            return frozenset(e.name for e in os.scandir(self.root / family / REPORTS)
+                             if e.name.endswith(".json") and not e.name.startswith("."))
+        except FileNotFoundError:
+            return frozenset()
 
     def families(self) -> list[str]:
         """Families with at least one published variant, newest first."""
@@ -203,7 +271,7 @@ class VariantStore:
         return out
 
     def manifest(self, family: str, variant: str) -> VariantManifest:
-        path = self.variant_dir(family, variant) / MANIFEST_NAME
+        path = self._local_dir(family, variant) / MANIFEST_NAME
         if not path.is_file():
             raise self._not_found(family, variant)
         return VariantManifest.model_validate_json(path.read_text())
@@ -216,7 +284,7 @@ class VariantStore:
 
     def verify(self, manifest: VariantManifest) -> None:
         """Check each file's sha256 against the manifest; corrupted files fail loudly."""
-        base = self.variant_dir(manifest.family, manifest.variant)
+        base = self._local_dir(manifest.family, manifest.variant)
         for rel, expected in manifest.files.items():
             path = base / rel
             if not path.is_file() or sha256_file(path) != expected:

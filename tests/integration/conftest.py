@@ -48,6 +48,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "SLIMBERT_ALLOWED_MODEL_ROOTS": json.dumps([str(p) for p in settings.allowed_model_roots]),
         "PYTHONPATH": str(ROOT),
     })
+    if settings.store_url:  # a host sharing a bucket; AWS credentials come from os.environ, as boto3 reads them
+        env.update({"SLIMBERT_STORE_URL": settings.store_url,
+                    "SLIMBERT_S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
+                    "SLIMBERT_STORE_REFRESH_S": str(settings.store_refresh_s)})
     return env
 
 

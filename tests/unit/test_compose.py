@@ -25,8 +25,22 @@ def _flag(command: list[str], flag: str) -> str:
     return command[command.index(flag) + 1]
 
 
+def _default_services(compose: dict[str, Any]) -> dict[str, Any]:
+    """The services a plain ``docker compose up`` starts: those under no profile."""
+    return {name: svc for name, svc in compose["services"].items() if not svc.get("profiles")}
+
+
+def _interpolate(value: object) -> object:
+    """Compose's ``${VAR:-default}`` with VAR unset, as on a host that sets nothing."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value) if isinstance(value, str) else value
+
+
+# Variables the AWS SDK reads itself (credentials stay out of the settings).
+AWS_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"}
+
+
 def test_services_and_images(compose: dict[str, Any]) -> None:
-    services = compose["services"]
+    services = _default_services(compose)
     assert set(services) == {"redis", "api", "worker-cpu", "worker-gpu"}
     assert services["api"]["build"]["dockerfile"] == "Dockerfile.cpu"
     assert services["worker-cpu"]["build"]["dockerfile"] == "Dockerfile.cpu"
@@ -74,7 +88,8 @@ def test_environment_names_settings_and_store_path_agrees(compose: dict[str, Any
         svc = compose["services"][name]
         env = svc["environment"]
         for key in env:
-            assert key.startswith("SLIMBERT_") and key.removeprefix("SLIMBERT_").lower() in fields, key
+            setting = key.startswith("SLIMBERT_") and key.removeprefix("SLIMBERT_").lower() in fields
+            assert setting or key in AWS_ENV, key
         # "source:target[:mode]", where the source may be "${VAR:-default}"
         mounts = {m.rsplit("}", 1)[-1].split(":")[1]: m.rsplit("}", 1)[0] if "}" in m else m.split(":")[0]
                   for m in svc["volumes"]}
@@ -84,8 +99,8 @@ def test_environment_names_settings_and_store_path_agrees(compose: dict[str, Any
         assert host == "redis" and port == "6379"
         assert svc["depends_on"]["redis"]["condition"] == "service_healthy"
         # Compose's "${VAR:?message}" makes the operator set VAR; here, as an operator would, set one.
-        given = {k: {"a-long-random-key": "admin"} if str(v).startswith("${SLIMBERT_API_KEYS:?") else v
-                 for k, v in env.items()}
+        given = {k: {"a-long-random-key": "admin"} if str(v).startswith("${SLIMBERT_API_KEYS:?") else _interpolate(v)
+                 for k, v in env.items() if k.startswith("SLIMBERT_")}
         settings = Settings(**{k.removeprefix("SLIMBERT_").lower(): v for k, v in given.items()}, _env_file=None)
         if name == "api":  # it listens on 0.0.0.0: closed by default, so compose demands a key
             assert settings.api_host == "0.0.0.0" and str(env["SLIMBERT_API_KEYS"]).startswith("${SLIMBERT_API_KEYS:?")
@@ -140,7 +155,7 @@ def test_job_records_and_reports_are_shared_with_the_group(tmp_path: Path) -> No
     jobs = JobStore(tmp_path / "jobs")
     record = jobs.save(JobRecord(id=jobs.new_id()))
     report = VariantStore(tmp_path / "store").save_report("fam", "run-1", {"run_id": "run-1"})
-    for path in (tmp_path / "jobs" / f"{record.id}.json", report):
+    for path in (tmp_path / "jobs" / f"{record.id}.json", Path(report)):
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode & 0o060 == 0o060, f"{path.name} is {oct(mode)}: another service cannot update it"
 
@@ -159,3 +174,34 @@ def test_data_mount_defaults_inside_the_project(compose: dict[str, Any]) -> None
     for name in ("api", "worker-cpu", "worker-gpu"):
         mounts = [v for v in compose["services"][name]["volumes"] if v.endswith(":/data/sst2:ro")]
         assert mounts == ["${SST2_DIR:-./data/sst2}:/data/sst2:ro"], name
+
+
+def test_the_s3_profile_runs_minio_and_points_every_service_at_it(compose: dict[str, Any], tmp_path: Path) -> None:
+    """``--profile s3`` adds minio and a one-shot that makes the bucket; the services read the bucket's URL,
+    endpoint and credentials from the shell, and without them keep the local store."""
+    services = compose["services"]
+    minio, init = services["minio"], services["minio-bucket"]
+    assert minio["profiles"] == ["s3"] and init["profiles"] == ["s3"]
+    assert minio["image"] == init["image"] and ":RELEASE." in minio["image"]  # pinned: mc ships in the image
+    assert "mc" in minio["healthcheck"]["test"] and minio["volumes"][0].split(":")[0] in compose["volumes"]
+    assert all(port.startswith("127.0.0.1:") for port in minio["ports"])  # not open beyond loopback by default
+    assert init["depends_on"]["minio"]["condition"] == "service_healthy" and init["restart"] == "no"
+    assert "mc mb --ignore-existing" in init["entrypoint"][-1]
+    # The same credentials on both sides: minio's root user is the key the services sign with.
+    assert minio["environment"]["MINIO_ROOT_USER"] == compose["x-env"]["AWS_ACCESS_KEY_ID"]
+    assert minio["environment"]["MINIO_ROOT_PASSWORD"] == compose["x-env"]["AWS_SECRET_ACCESS_KEY"]
+    from slimbert.store.bucket import BucketVariantStore, open_variant_store
+
+    for name in ("api", "worker-cpu", "worker-gpu"):
+        env = services[name]["environment"]
+        assert env["SLIMBERT_STORE_URL"] == "${SLIMBERT_STORE_URL:-}"
+        assert env["SLIMBERT_S3_ENDPOINT_URL"] == "${SLIMBERT_S3_ENDPOINT_URL:-}"
+        assert AWS_ENV <= set(env)
+    # What the documented command sets, read the way a service reads it.
+    documented = Settings(store_url="s3://slimbert/store", s3_endpoint_url="http://minio:9000",
+                          store_dir=tmp_path / "cache", _env_file=None)  # type: ignore[call-arg]
+    assert isinstance(open_variant_store(documented), BucketVariantStore)
+    bucket = re.search(r"MINIO_BUCKET:-(\w+)", str(init["environment"]["MINIO_BUCKET"]))
+    assert bucket and documented.store_url and documented.store_url.startswith(f"s3://{bucket[1]}/")
+    header = (ROOT / "docker-compose.yml").read_text().split("x-env:")[0]
+    assert "--profile s3" in header and f"SLIMBERT_STORE_URL={documented.store_url}" in header

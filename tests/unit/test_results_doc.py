@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from slimbert.report.results import variants_table, write_section
+from slimbert.report.results import selections, variants_table, write_section
 from slimbert.store.manifest import Technique, VariantManifest
 
 
@@ -29,6 +29,31 @@ def test_variant_rows_carry_wilson_intervals() -> None:
     row = variants_table([m]).splitlines()[2]
     # 749/872 correct: Wilson 95% interval [0.8343, 0.8805] (by hand: centre 0.8574, half-width 0.0231)
     assert "0.8589 [0.834, 0.880]" in row and "| 872 |" in row
+
+
+def test_the_section_says_what_validation_selected() -> None:
+    def manifest(variant: str, technique: Technique, **kw: Any) -> VariantManifest:
+        return VariantManifest(family="f", variant=variant, runtime="torch", precision="fp32", base_model_id="x",
+                               labels={0: "a", 1: "b"}, num_parameters=1000, technique=technique, metric="macro_f1",
+                               **kw)
+    base = manifest("baseline-fp32", Technique(name="finetune", params={"selected": {
+        "kept_epoch": 2, "epochs_run": 3, "metric": "macro_f1", "validation_by_epoch": [0.91, 0.95, 0.94]}}),
+        splits={"validation": {"examples": 545, "from": "545 of trec train, stratified by label, seed 0"}})
+    scores = [{"layer": i, "accuracy": a, "loss": 0.1, "accuracy_drop": 0.0, "loss_increase": 0.0}
+              for i, a in enumerate([0.2, 0.9, 0.93, 0.8, 0.94, 0.7])]
+    pruned = manifest("pruned-fp32", Technique(name="layer-pruning", params={
+        "dropped_layers": [2, 4], "strategy": "sensitivity", "layers_before": 6, "distilled": True,
+        "teacher": "baseline-fp32", "refinetune_selected": {"kept_epoch": 3, "epochs_run": 3, "metric": "macro_f1",
+                                                            "validation_by_epoch": [0.9, 0.92, 0.93]}}),
+        extra={"sensitivity": scores})
+    int8 = manifest("pruned-int8", Technique(name="int8-dynamic"))
+    text = selections([int8, pruned, base])
+    assert "Validation: 545 examples (545 of trec train, stratified by label, seed 0)" in text
+    assert "kept epoch 2 of 3 run (validation macro_f1 by epoch: 0.9100, 0.9500, 0.9400)" in text
+    assert "dropped layers [2, 4] of 6" in text and "L2 0.9300" in text and "distilled from baseline-fp32" in text
+    assert "kept epoch 3 of 3" in text
+    assert "`pruned-int8` (int8-dynamic): nothing chosen" in text
+    assert text.index("`baseline-fp32`") < text.index("`pruned-fp32`")
 
 
 # --- The docs' figures and the commands beside them -------------------------------------------------------------

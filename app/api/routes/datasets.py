@@ -11,13 +11,13 @@ from app.api.deps import SettingsDep, StoreDep, require
 from app.errors import errors
 from app.schemas import NamePath
 from app.services.datasets import create_from_request, delete_dataset
-from slimbert.datasets import DatasetManifest, DatasetStore
+from slimbert.datasets import DatasetManifest, DatasetStore, open_dataset_store
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 
 def get_dataset_store(settings: SettingsDep) -> DatasetStore:
-    return DatasetStore(settings.dataset_dir)
+    return open_dataset_store(settings)
 
 
 DatasetStoreDep = Annotated[DatasetStore, Depends(get_dataset_store)]

@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import os
-import tempfile
-
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
@@ -21,12 +18,7 @@ def healthz() -> Health:
             responses={503: {"model": Readiness, "description": "not ready: Redis or the store is down"}})
 def readyz(store: StoreDep, queue: QueueDep) -> JSONResponse:
     redis_ok = queue.redis_ok()
-    try:
-        with tempfile.NamedTemporaryFile(dir=store.root, prefix=".probe-"):
-            pass
-        store_ok = os.access(store.root, os.W_OK)
-    except OSError:
-        store_ok = False
+    store_ok = store.writable()  # with a bucket: the local cache and the bucket both
     queues = sorted(queue.live_queues()) if redis_ok else []
     body = Readiness(redis=redis_ok, store_writable=store_ok, live_queues=queues, ready=redis_ok and store_ok)
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
