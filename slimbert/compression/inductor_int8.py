@@ -61,6 +61,32 @@ class _Logits(torch.nn.Module):
         return self.model(input_ids=input_ids, **{k: v for k, v in kwargs.items() if v is not None}).logits
 
 
+def _is_float(node: object) -> bool:
+    val = node.meta.get("val") if isinstance(node, torch.fx.Node) else None
+    return isinstance(val, torch.Tensor) and val.dtype.is_floating_point
+
+
+class _FloatOnlyQuantizer(xiq.X86InductorQuantizer):
+    """torchao's quantizer, with integer ops left alone.
+
+    It annotates every add and mul, also integer ones: RoBERTa's position ids (a cumulative sum of the
+    mask) and DeBERTa-v2's relative positions. Their histogram observers cannot calibrate integers
+    (``"histogram_cpu" not implemented for 'Int'``), and quantizing an index would be wrong anyway; so an
+    op whose output or an annotated input is not a float tensor keeps no annotation and runs as exported.
+    """
+
+    def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+        model = super().annotate(model)
+        for node in model.graph.nodes:
+            ann = node.meta.get("quantization_annotation")
+            if ann is None:
+                continue
+            if (ann.output_qspec is not None and not _is_float(node)) or any(
+                    not _is_float(arg) for arg in ann.input_qspec_map):
+                del node.meta["quantization_annotation"]
+        return model
+
+
 def _drop_unused_tensors(gm: torch.fx.GraphModule) -> int:
     """Delete parameters and buffers the graph never reads; returns how many.
 
@@ -109,7 +135,7 @@ def quantize_inductor_int8(
     shapes = _dynamic_shapes(names, int(model.config.max_position_embeddings))
     with torch.no_grad():
         graph = torch.export.export(_Logits(model), (), example, dynamic_shapes=shapes).module()
-        quantizer = xiq.X86InductorQuantizer()
+        quantizer = _FloatOnlyQuantizer()
         # Without VNNI, u8 x s8 products are summed in saturating int16 (vpmaddubsw): 7-bit activations keep
         # the sums in range, as torchao advises for such CPUs (AVX2-only EPYCs and older Xeons).
         quantizer.set_global(xiq.get_default_x86_inductor_quantization_config(
