@@ -14,7 +14,10 @@ throughput (batches of 32 in the order sent, and sorted by length). ``--api-work
 pruned-int8 from servers with that many API processes. wrk shares the cores with the servers: the
 figures are for the whole box, as a colocated load generator sees it.
 
-    .venv/bin/python benchmarks/bench_serving.py --duration 10 --rounds 2 [--family F] [--write-doc docs/PERFORMANCE.md]
+    .venv/bin/python benchmarks/bench_serving.py --duration 10 --rounds 2 [--family F] [--soak 600] [--write-doc docs/PERFORMANCE.md]
+
+``--soak 600`` adds the 10-minute run at the largest client count (after the rounds, same server): its
+non-2xx count and the API's resident memory before and after.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 import torch
 
 from slimbert.config import Settings
@@ -198,6 +202,8 @@ def main() -> None:
     ap.add_argument("--api-workers", default="1", help="comma-separated API process counts for pruned-int8")
     ap.add_argument("--threads", type=int, default=0,
                     help="SLIMBERT_INFERENCE_THREADS of the servers and the in-process threads (0: the API's default)")
+    ap.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
+                    help="then one long run of pruned-int8 at the largest client count (600: the 10-minute run)")
     ap.add_argument("--write-doc", type=Path, default=None, metavar="FILE", help="e.g. docs/PERFORMANCE.md")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
@@ -212,6 +218,7 @@ def main() -> None:
     cores = os.cpu_count() or 1
     load_before = os.getloadavg()[0]
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
+    soak: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp_name:
         tmp = Path(tmp_name)
         lua = tmp / "post.lua"
@@ -231,6 +238,8 @@ def main() -> None:
                         results.setdefault((name, c), []).append(row)
                         print(f"{c:3d} clients round {r + 1} {name:32s} {row['rps']:7.1f} req/s  p50 {row['p50']:6.1f} "
                               f"ms  p99 {row['p99']:6.1f} ms  non-2xx {row['non2xx']:.0f}", flush=True)
+            if args.soak:
+                soak = soak_run(servers[1][0], targets[f"slimbert {INT8}"], lua, max(clients), args.soak)
             for w in workers:
                 if w == 1:
                     continue
@@ -252,12 +261,30 @@ def main() -> None:
     local = {v: in_process(store, family, v, texts, threads) for v in (INT8, FP32)}
     local[INT8].update(tokenize_where(store, family, INT8, texts, threads))
     env = describe_environment()
-    report(args, family, clients, workers, results, local, env, cores, threads, load_before)
+    report(args, family, clients, workers, results, local, env, cores, threads, load_before, soak)
+
+
+def rss_mb(proc: subprocess.Popen[bytes]) -> float:
+    """Resident memory of a server and its children (uvicorn's workers), MB."""
+    root = psutil.Process(proc.pid)
+    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 1e6
+
+
+def soak_run(proc: subprocess.Popen[bytes], url: str, lua: Path, clients: int, seconds: float) -> dict[str, float]:
+    """One long run: every answer must be a 2xx, and memory must not climb."""
+    before = rss_mb(proc)
+    row = wrk(url, lua, clients, seconds)
+    row.update(seconds=seconds, clients=clients, rss_before=before, rss_after=rss_mb(proc))
+    print(f"soak {seconds:g} s at {clients} clients: {row['requests']:.0f} requests, {row['rps']:.1f} req/s, "
+          f"p50 {row['p50']:.1f} ms, p99 {row['p99']:.1f} ms, non-2xx {row['non2xx']:.0f}, "
+          f"RSS {before:.0f} -> {row['rss_after']:.0f} MB", flush=True)
+    return row
 
 
 def report(args: argparse.Namespace, family: str, clients: list[int], workers: list[int],
            results: dict[tuple[str, int], list[dict[str, float]]], local: dict[str, dict[str, float]],
-           env: dict[str, Any], cores: int, threads: int, load_before: float) -> None:
+           env: dict[str, Any], cores: int, threads: int, load_before: float,
+           soak: dict[str, float] | None = None) -> None:
     peer_name = "peer (pipeline, baseline-fp32)"
     command = ".venv/bin/python benchmarks/bench_serving.py " + " ".join(
         a for a in sys.argv[1:] if not a.startswith("--write-doc") and a != str(args.write_doc)).strip()
@@ -278,12 +305,17 @@ def report(args: argparse.Namespace, family: str, clients: list[int], workers: l
               "| --- | --- | --- | --- |"]
     for v, m in local.items():
         lines.append(f"| {v} | {m['p50']:.2f} | {m['batched_rps']:.1f} | {m['sorted_rps']:.1f} |")
+    if soak:
+        lines += ["", f"Long run, {INT8}, {soak['clients']:.0f} clients, {soak['seconds']:g} s (after the rounds, "
+                  f"on the same server): {soak['requests']:.0f} requests, {soak['rps']:.1f} req/s, p50 "
+                  f"{soak['p50']:.2f} ms, p99 {soak['p99']:.2f} ms, non-2xx and socket errors {soak['non2xx']:.0f}; "
+                  f"API resident memory {soak['rss_before']:.0f} MB before, {soak['rss_after']:.0f} MB after."]
     m = local[INT8]
     lines += ["", f"Tokenization, {INT8}, batches of 32 as sent on a compute thread (best of 2 passes): tokenized "
               f"on that thread before each forward {m['serial_rps']:.1f} texts/s; tokenized on another thread "
               f"while the previous forward runs {m['pipelined_rps']:.1f} texts/s."]
     lines += ["", "Targets (2-core machine):", ""]
-    lines += [f"- {t}" for t in targets(results, local, clients, peer_name)]
+    lines += [f"- {t}" for t in targets(results, local, clients, peer_name, soak)]
     text = "\n".join(lines)
     print("\n" + text)
     if args.write_doc:
@@ -293,7 +325,7 @@ def report(args: argparse.Namespace, family: str, clients: list[int], workers: l
 
 
 def targets(results: dict[tuple[str, int], list[dict[str, float]]], local: dict[str, dict[str, float]],
-            clients: list[int], peer_name: str) -> list[str]:
+            clients: list[int], peer_name: str, soak: dict[str, float] | None = None) -> list[str]:
     out = []
 
     def verdict(ok: bool) -> str:
@@ -324,6 +356,13 @@ def targets(results: dict[tuple[str, int], list[dict[str, float]]], local: dict[
                    f"{verdict(p99 <= 4 * p50)}")
     non2xx = sum(r["non2xx"] for rows in results.values() for r in rows)
     out.append(f"0 non-2xx (and socket errors) over every run: {non2xx:.0f}: {verdict(non2xx == 0)}")
+    if soak:
+        minutes = soak["seconds"] / 60
+        out.append(f"0 non-2xx in a {minutes:g}-minute run at {soak['clients']:.0f} clients: {soak['non2xx']:.0f}: "
+                   f"{verdict(soak['non2xx'] == 0 and minutes >= 10)}"
+                   + ("" if minutes >= 10 else " (shorter than the 10 minutes asked)"))
+    else:
+        out.append("0 non-2xx in a 10-minute run at 32 clients: not run (`--soak 600`)")
     return out
 
 
