@@ -14,7 +14,8 @@ throughput (batches of 32 in the order sent, and sorted by length). ``--api-work
 pruned-int8 from servers with that many API processes. wrk shares the cores with the servers: the
 figures are for the whole box, as a colocated load generator sees it.
 
-    .venv/bin/python benchmarks/bench_serving.py --duration 10 --rounds 2 [--family F] [--soak 600] [--write-doc docs/PERFORMANCE.md]
+    .venv/bin/python benchmarks/bench_serving.py --duration 10 --rounds 2 [--family F] [--soak 600] \
+        [--write-doc docs/PERFORMANCE.md]
 
 ``--soak 600`` adds the 10-minute run at the largest client count (after the rounds, same server): its
 non-2xx count and the API's resident memory before and after.
