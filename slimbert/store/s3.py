@@ -7,6 +7,8 @@ write and for listings, which is what publishing a manifest last relies on.
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,14 @@ HINT = "check SLIMBERT_STORE_URL, SLIMBERT_S3_ENDPOINT_URL and the AWS credentia
 
 def make_client(endpoint_url: str | None) -> Any:
     """A boto3 S3 client; path-style addressing for a custom endpoint (minio, moto), which has no
-    per-bucket DNS names."""
+    per-bucket DNS names. One per endpoint and process: building one costs milliseconds (the API opens a
+    store per request on some routes), clients are thread-safe, but a client must not cross a fork
+    (Celery's prefork children each build their own)."""
+    return _client(endpoint_url, os.getpid())
+
+
+@functools.lru_cache(maxsize=16)
+def _client(endpoint_url: str | None, pid: int) -> Any:
     config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=60,
                     s3={"addressing_style": "path"} if endpoint_url else None)
     return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
