@@ -76,10 +76,15 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
+def domain_error_response(exc: SlimBertError) -> JSONResponse:
+    """The answer to a domain error, wherever it is raised (a route, or the plain-ASGI /predict)."""
+    return JSONResponse(_body(type(exc).__name__, exc.detail, exc.hint), status_code=exc.status_code)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SlimBertError)
     async def _domain(_: Request, exc: SlimBertError) -> JSONResponse:
-        return JSONResponse(_body(type(exc).__name__, exc.detail, exc.hint), status_code=exc.status_code)
+        return domain_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.api.fast_predict import FastPredict
 from app.api.routes import datasets, health, jobs, latency, predict, reports, ui, variants
 from app.errors import install_error_handlers
 from app.openapi import install_openapi
@@ -42,4 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # latency before variants: its /variants/{family}/{variant}/latency must not be shadowed.
     for module in (health, jobs, datasets, predict, latency, variants, reports, ui):
         app.include_router(module.router)
+    # Valid POST /predict requests skip the framework; the predict route answers the rest (and documents it).
+    if settings.serve_fast_path:
+        app.add_middleware(FastPredict)
     return app

@@ -53,6 +53,7 @@ from slimbert.store.store import VariantStore
 
 ROOT = Path(__file__).resolve().parents[1]
 INT8, FP32 = "pruned-int8", "baseline-fp32"
+ROUTE = "FastAPI route (fast path off)"
 MAKE_ONE = "./run.sh up --exit-when-done --preset quick"
 LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -109,17 +110,18 @@ def start(cmd: list[str], env: dict[str, str], log: Path, port: int) -> subproce
     raise SystemExit(f"{cmd[2]} did not start: {log.read_text()[-2000:]}")
 
 
-def slimbert_server(store_dir: Path, api_workers: int, threads: int, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+def slimbert_server(store_dir: Path, api_workers: int, threads: int, tmp: Path, fast_path: bool = True
+                    ) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     # Only what this benchmark sets: every other setting at its default, whatever this shell exports.
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLIMBERT_")}
     env.update({"SLIMBERT_STORE_DIR": str(store_dir), "SLIMBERT_REDIS_URL": "redis://127.0.0.1:1/0",
                 "SLIMBERT_REAPER_INTERVAL_S": "0", "SLIMBERT_API_WORKERS": str(api_workers),
-                "SLIMBERT_INFERENCE_THREADS": str(threads),
+                "SLIMBERT_INFERENCE_THREADS": str(threads), "SLIMBERT_SERVE_FAST_PATH": str(fast_path).lower(),
                 "PYTHONPATH": str(ROOT)})
     cmd = [sys.executable, "-m", "app.serve", "--factory", "app.main:create_app", "--host", "127.0.0.1",
            "--port", str(port), "--log-level", "warning", "--no-access-log"]
-    return start(cmd, env, tmp / f"slimbert-{api_workers}.log", port), port
+    return start(cmd, env, tmp / f"slimbert-{api_workers}{'' if fast_path else '-route'}.log", port), port
 
 
 def peer_server(model_dir: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -202,6 +204,9 @@ def main() -> None:
     ap.add_argument("--api-workers", default="1", help="comma-separated API process counts for pruned-int8")
     ap.add_argument("--threads", type=int, default=0,
                     help="SLIMBERT_INFERENCE_THREADS of the servers and the in-process threads (0: the API's default)")
+    ap.add_argument("--fast-path-ab", action="store_true",
+                    help="also serve pruned-int8 from a server with SLIMBERT_SERVE_FAST_PATH=false (every request "
+                         "through the FastAPI route), interleaved in the same rounds")
     ap.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
                     help="then one long run of pruned-int8 at the largest client count (600: the 10-minute run)")
     ap.add_argument("--write-doc", type=Path, default=None, metavar="FILE", help="e.g. docs/PERFORMANCE.md")
@@ -224,10 +229,16 @@ def main() -> None:
         lua = tmp / "post.lua"
         lua.write_text(LUA % ", ".join(f"[==[{json.dumps({'text': t})}]==]" for t in texts))
         servers = {1: slimbert_server(store.root, 1, args.threads, tmp)}
+        extra: list[tuple[subprocess.Popen[bytes], int]] = []
         peer = peer_server(store.variant_dir(family, FP32), tmp)
         base = {w: f"http://127.0.0.1:{port}/predict?family={family}&variant=" for w, (_, port) in servers.items()}
         targets = {"peer (pipeline, baseline-fp32)": f"http://127.0.0.1:{peer[1]}/predict",
                    f"slimbert {INT8}": base[1] + INT8, f"slimbert {FP32}": base[1] + FP32}
+        if args.fast_path_ab:
+            route = slimbert_server(store.root, 1, args.threads, tmp, fast_path=False)
+            extra.append(route)
+            targets[f"slimbert {INT8}, {ROUTE}"] = (
+                f"http://127.0.0.1:{route[1]}/predict?family={family}&variant={INT8}")
         try:
             for url in targets.values():  # load and warm every variant outside the timed rounds
                 wrk(url, lua, 4, 3)
@@ -253,7 +264,7 @@ def main() -> None:
                         print(f"{c:3d} clients round {r + 1} {w} API processes {row['rps']:7.1f} req/s  p50 "
                               f"{row['p50']:6.1f} ms  p99 {row['p99']:6.1f} ms", flush=True)
         finally:
-            for proc, _ in [*servers.values(), peer]:
+            for proc, _ in [*servers.values(), *extra, peer]:
                 proc.terminate()
                 proc.wait(timeout=30)
     threads = args.threads or cores  # what the API gives one forward worker in one process
@@ -300,6 +311,12 @@ def report(args: argparse.Namespace, family: str, clients: list[int], workers: l
     for (name, c), rows in results.items():
         lines.append(f"| {name} | {c} | {spread(rows, 'rps')} | {spread(rows, 'p50', '.2f')} | "
                      f"{spread(rows, 'p99', '.2f')} | {sum(r['non2xx'] for r in rows):.0f} |")
+    for c in clients:
+        fast, route = results.get((f"slimbert {INT8}", c)), results.get((f"slimbert {INT8}, {ROUTE}", c))
+        if fast and route:
+            lines += ["", f"Fast path against the FastAPI route, {INT8}, {c} client(s), same rounds: p50 "
+                      f"{med(fast, 'p50'):.2f} against {med(route, 'p50'):.2f} ms, {med(fast, 'rps'):.1f} against "
+                      f"{med(route, 'rps'):.1f} req/s ({med(fast, 'rps') / med(route, 'rps'):.2f}x)."]
     lines += ["", "In process, the same texts, as the API loads each variant, in the main thread:", "",
               "| variant | predict p50 at batch 1, ms | batches of 32 as sent, texts/s | sorted by length, texts/s |",
               "| --- | --- | --- | --- |"]

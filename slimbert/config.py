@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     # intra-op threads are shared out so all processes together ask for no more threads than cores.
     api_workers: int = Field(default=1, ge=1, le=64, description="API processes")
     serve_warmup: bool = True
+    # Valid POST /predict requests are answered by a plain ASGI handler in front of FastAPI (same models,
+    # same service function, same errors); false sends every request through the FastAPI route.
+    serve_fast_path: bool = True
     remote_predict_timeout_s: float = Field(default=30.0, gt=0.0, le=600.0)
     latency_window_s: float = Field(default=60.0, gt=0.0, le=3600.0)
     latency_stream_interval_s: float = Field(default=1.0, gt=0.0, le=60.0)

@@ -241,6 +241,7 @@ class BenchmarkRun(Record):
     family: str | None = None
     spec: RunSpec
     devices: dict[str, DeviceResult] = {}
+    recommended_cpu: str | None = None  # the showdown's CPU pick as saved, which serving reads; older runs lack it
 
 
 class DeviceCell(Record):

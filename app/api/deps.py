@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -54,10 +55,10 @@ class Forbidden(SlimBertError):
     status_code = 403
 
 
-def _beyond_loopback(request: Request) -> bool:
+def _beyond_loopback(scope: Mapping[str, Any]) -> bool:
     """Whether the request arrived on a network interface other than loopback (the socket's own address:
     uvicorn --host 0.0.0.0 accepts on every interface). In-process test transports have no address."""
-    server = request.scope.get("server")
+    server = scope.get("server")
     if not server:
         return False
     host = str(server[0])
@@ -78,23 +79,29 @@ def _role_of(key: str | None, settings: Settings) -> Role | None:
     return None
 
 
+def check_access(role: Role, settings: Settings, key: str | None, scope: Mapping[str, Any]) -> None:
+    """Admit a call that needs ``role`` (admin also admits everything), or raise 401/403. The one access
+    rule: the ``require`` dependency and the plain-ASGI ``/predict`` (``app/api/fast_predict.py``) call it."""
+    if not settings.api_keys:
+        if role == "admin" and _beyond_loopback(scope):
+            raise Unauthorized("this API has no keys and the request came over a non-loopback interface",
+                               hint="set SLIMBERT_API_KEYS with an admin key, or call from 127.0.0.1")
+        return  # no keys configured: a local, single-user setup
+    if role == "predict" and settings.open_predict:
+        return
+    found = _role_of(key, settings)
+    if found is None:
+        raise Unauthorized("missing or unknown API key", hint="send it in the X-API-Key header")
+    if found != role and found != "admin":
+        raise Forbidden(f"this key has role {found!r}; this call needs {role!r}",
+                        hint="use a key with the right role")
+
+
 def require(role: Role) -> Any:
     """A dependency that admits ``role`` (admin also admits everything)."""
 
     async def check(request: Request, settings: SettingsDep, key: Annotated[str | None, Depends(_api_key)]) -> None:
-        if not settings.api_keys:
-            if role == "admin" and _beyond_loopback(request):
-                raise Unauthorized("this API has no keys and the request came over a non-loopback interface",
-                                   hint="set SLIMBERT_API_KEYS with an admin key, or call from 127.0.0.1")
-            return  # no keys configured: a local, single-user setup
-        if role == "predict" and settings.open_predict:
-            return
-        found = _role_of(key, settings)
-        if found is None:
-            raise Unauthorized("missing or unknown API key", hint="send it in the X-API-Key header")
-        if found != role and found != "admin":
-            raise Forbidden(f"this key has role {found!r}; this call needs {role!r}",
-                            hint="use a key with the right role")
+        check_access(role, settings, key, request.scope)
 
     check.required_role = role  # type: ignore[attr-defined]  # read by role_of_route for the OpenAPI document
     return Depends(check)

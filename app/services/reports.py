@@ -17,13 +17,16 @@ log = logging.getLogger(__name__)
 
 
 def cpu_recommendation(store: VariantStore, family: str, manifests: list[VariantManifest]) -> str | None:
-    """The showdown's CPU pick from the family's latest benchmark run, or None without one. The serving
+    """The showdown's CPU pick from the family's latest benchmark run, or None without one: the pick stored
+    with the run, else (a run saved before runs carried it) the showdown built from it. The serving
     catalog caches it until the family's variants or runs change."""
     raw = store.latest_report(family)
     if raw is None:
         return None
     try:
         run = BenchmarkRun.model_validate(raw)
+        if run.recommended_cpu is not None:
+            return run.recommended_cpu
         return build_showdown(family, manifests, run).recommendations.cpu.variant
     except Exception as exc:  # a malformed run must not take serving down: fall back to the order
         log.warning("showdown of %s failed, using the fallback order: %s", family, exc)

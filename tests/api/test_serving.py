@@ -276,6 +276,24 @@ def test_default_variant_follows_the_showdown_recommendation(tmp_path: Path, tin
         assert c.post("/predict", json={"text": "x"}).json()["variant"] == "small-fp32"
 
 
+def test_the_pick_stored_with_a_run_is_served_without_building_a_showdown(
+        tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import app.services.reports as reports
+
+    def no_showdown(*_: Any, **__: Any) -> Any:
+        raise AssertionError("the serving path built a showdown")
+
+    settings = _settings(tmp_path)
+    for name in ("baseline-fp32", "pruned-fp32", "small-fp32"):
+        _publish(settings, tiny_model_dir, name, validation_accuracy=0.9)
+    monkeypatch.setattr(reports, "build_showdown", no_showdown)
+    with TestClient(create_app(settings)) as c:
+        # Measurements alone would make pruned-fp32 the pick (and the fallback order too): the stored pick wins.
+        run = _run({"baseline-fp32": (0.9, 10.0), "pruned-fp32": (0.9, 2.0), "small-fp32": (0.9, 4.0)})
+        VariantStore(settings.store_dir).save_report(FAMILY, "run-1", {**run, "recommended_cpu": "small-fp32"})
+        assert c.post("/predict", json={"text": "x"}).json()["variant"] == "small-fp32"
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA here, GPU variants are served in-process")
 def test_gpu_variant_without_gpu_worker_is_409_naming_cpu_variants(tmp_path: Path, tiny_model_dir: Path) -> None:
     settings = _settings(tmp_path)

@@ -86,6 +86,9 @@ def test_benchmark_job_report_in_every_format(benchmarked: tuple[Settings, str])
         assert rows["pruned-int8"]["gpu"]["na"] == "no live GPU worker"
         assert rows["baseline-fp32"]["cpu"]["speedup"] == 1.0
         assert report["run"]["run_id"] == run_id and report["recommendations"]["cpu"]["variant"] in rows
+        # The pick was stored with the run (serving reads it there), and it is the showdown's own.
+        stored = VariantStore(bench_settings.store_dir).latest_report(FAMILY)
+        assert stored is not None and stored["recommended_cpu"] == report["recommendations"]["cpu"]["variant"]
 
         md = client.get("/reports/showdown", params={"family": FAMILY, "format": "markdown"}).text
         assert f"{base_lat:.2f}" in md and f"{int8_acc:.4f}" in md and "no live GPU worker" in md
