@@ -6,13 +6,13 @@ peer (``benchmarks/peer_server.py``, ``pipeline("text-classification")`` on the 
 ``baseline-fp32`` folder). Drives both with ``wrk`` (an external load generator; Debian: ``apt-get
 install -y wrk``) and a Lua script that posts one SST-2 dev sentence per request, cycling through
 ``--texts`` of them. Rounds are interleaved (peer, SlimBERT pruned-int8, SlimBERT baseline-fp32, repeat)
-at each client count, after a warm-up of each. Then, with the servers idle, the in-process predictor
-on the same texts as the API loads it (``load_variant``, the API's thread count, in the main thread):
-p50 of ``predict`` at batch 1 over every text, once each (tokenization included, as in the API's
-figure), and batched
-throughput (batches of 32 in the order sent, and sorted by length). ``--api-workers 1,2`` also serves
-pruned-int8 from servers with that many API processes. wrk shares the cores with the servers: the
-figures are for the whole box, as a colocated load generator sees it.
+at each client count, after a warm-up of each. Each round ends, with the servers idle, with the
+in-process predictor on the same texts as the API loads it (``load_variant``, the API's thread count,
+in the main thread): after a 1-client round, p50 of ``predict`` at batch 1 over every text, once each
+(tokenization included, as in the API's figure); after a 32-client round, batched throughput (batches
+of 32 in the order sent, and sorted by length). So served and in-process figures drift together.
+``--api-workers 1,2`` also serves pruned-int8 from servers with that many API processes. wrk shares
+the cores with the servers: the figures are for the whole box, as a colocated load generator sees it.
 
     .venv/bin/python benchmarks/bench_serving.py --duration 10 --rounds 2 [--family F] [--soak 600] \
         [--write-doc docs/PERFORMANCE.md]
@@ -140,22 +140,49 @@ def wrk(url: str, lua: Path, clients: int, seconds: float) -> dict[str, float]:
             "p99": raw["p99_us"] / 1000, "non2xx": raw["non2xx"] + raw["socket_errors"], "requests": raw["requests"]}
 
 
-def in_process(store: VariantStore, family: str, variant: str, texts: list[str], threads: int) -> dict[str, float]:
-    """The predictor alone, in this (main) thread, on the same texts: batch-1 p50 and batched texts/s."""
-    manifest = store.manifest(family, variant)
-    predictor = load_variant(manifest, store.variant_dir(family, variant), threads=threads)
-    for t in texts[:20]:
-        predictor.predict([t])
-    times = []
-    for t in texts:  # all of them, as wrk cycles through them: the first 50 are shorter (median 20 tokens, not 24)
-        start = time.perf_counter()
-        predictor.predict([t])
-        times.append((time.perf_counter() - start) * 1000)
-    classify_all(predictor, texts[:64], batch_size=32, bucket=False)  # warm the batch-32 shapes
-    sent = classify_all(predictor, texts, batch_size=32, bucket=False)
-    ordered = classify_all(predictor, texts, batch_size=32, bucket=True)
-    return {"p50": float(np.percentile(times, 50)), "batched_rps": len(texts) / sent.seconds,
-            "sorted_rps": len(texts) / ordered.seconds}
+class InProcess:
+    """The predictor alone, in this (main) thread, on the same texts, loaded as the API loads it. It is
+    measured inside every round, between the served targets, so drift in the machine's speed (20% and more
+    here between runs) hits both sides of a comparison alike."""
+
+    def __init__(self, store: VariantStore, family: str, variant: str, texts: list[str], threads: int) -> None:
+        manifest = store.manifest(family, variant)
+        self.predictor = load_variant(manifest, store.variant_dir(family, variant), threads=threads)
+        self.texts = texts
+        for t in texts[:20]:
+            self.predictor.predict([t])
+        classify_all(self.predictor, texts[:64], batch_size=32, bucket=False)  # warm the batch-32 shapes
+        self.rounds: dict[str, list[float]] = {"p50": [], "batched_rps": [], "sorted_rps": []}
+
+    def batch_one(self) -> None:
+        """p50 of ``predict`` at batch 1 over every text (wrk cycles through all of them: the first 50 are
+        shorter, median 20 tokens against 24), tokenization included as in the API's figure."""
+        times = []
+        for t in self.texts:
+            start = time.perf_counter()
+            self.predictor.predict([t])
+            times.append((time.perf_counter() - start) * 1000)
+        self.rounds["p50"].append(float(np.percentile(times, 50)))
+
+    def batched(self) -> None:
+        """Texts/s in batches of 32, in the order sent and sorted by length."""
+        sent = classify_all(self.predictor, self.texts, batch_size=32, bucket=False)
+        ordered = classify_all(self.predictor, self.texts, batch_size=32, bucket=True)
+        self.rounds["batched_rps"].append(len(self.texts) / sent.seconds)
+        self.rounds["sorted_rps"].append(len(self.texts) / ordered.seconds)
+
+    def measure(self, clients: int) -> None:
+        self.batch_one() if clients == 1 else self.batched()
+
+    def summary(self) -> dict[str, Any]:
+        """Medians over rounds; a figure not measured in any round (no such client count) is measured now."""
+        if not self.rounds["p50"]:
+            self.batch_one()
+        if not self.rounds["batched_rps"]:
+            self.batched()
+        out: dict[str, Any] = {k: float(statistics.median(v)) for k, v in self.rounds.items()}
+        out.update({f"{k}_range": (min(v), max(v)) for k, v in self.rounds.items()})
+        return out
 
 
 def tokenize_where(store: VariantStore, family: str, variant: str, texts: list[str], threads: int
@@ -224,6 +251,9 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
     soak: dict[str, float] = {}
+    threads = args.threads or cores  # what the API gives one forward worker in one process
+    torch.set_num_threads(threads)
+    local_runs = {v: InProcess(store, family, v, texts, threads) for v in (INT8, FP32)}
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp_name:
         tmp = Path(tmp_name)
         lua = tmp / "post.lua"
@@ -249,6 +279,12 @@ def main() -> None:
                         results.setdefault((name, c), []).append(row)
                         print(f"{c:3d} clients round {r + 1} {name:32s} {row['rps']:7.1f} req/s  p50 {row['p50']:6.1f} "
                               f"ms  p99 {row['p99']:6.1f} ms  non-2xx {row['non2xx']:.0f}", flush=True)
+                    for v, ref in local_runs.items():  # the servers idle meanwhile
+                        ref.measure(c)
+                        print(f"{c:3d} clients round {r + 1} in process {v:20s} "
+                              + (f"p50 {ref.rounds['p50'][-1]:6.2f} ms" if c == 1 else
+                                 f"{ref.rounds['batched_rps'][-1]:7.1f} texts/s as sent, "
+                                 f"{ref.rounds['sorted_rps'][-1]:7.1f} sorted"), flush=True)
             if args.soak:
                 soak = soak_run(servers[1][0], targets[f"slimbert {INT8}"], lua, max(clients), args.soak)
             for w in workers:
@@ -267,9 +303,8 @@ def main() -> None:
             for proc, _ in [*servers.values(), *extra, peer]:
                 proc.terminate()
                 proc.wait(timeout=30)
-    threads = args.threads or cores  # what the API gives one forward worker in one process
-    torch.set_num_threads(threads)
-    local = {v: in_process(store, family, v, texts, threads) for v in (INT8, FP32)}
+    local = {v: ref.summary() for v, ref in local_runs.items()}
+    del local_runs
     local[INT8].update(tokenize_where(store, family, INT8, texts, threads))
     env = describe_environment()
     report(args, family, clients, workers, results, local, env, cores, threads, load_before, soak)
@@ -293,7 +328,7 @@ def soak_run(proc: subprocess.Popen[bytes], url: str, lua: Path, clients: int, s
 
 
 def report(args: argparse.Namespace, family: str, clients: list[int], workers: list[int],
-           results: dict[tuple[str, int], list[dict[str, float]]], local: dict[str, dict[str, float]],
+           results: dict[tuple[str, int], list[dict[str, float]]], local: dict[str, dict[str, Any]],
            env: dict[str, Any], cores: int, threads: int, load_before: float,
            soak: dict[str, float] | None = None) -> None:
     peer_name = "peer (pipeline, baseline-fp32)"
@@ -317,11 +352,18 @@ def report(args: argparse.Namespace, family: str, clients: list[int], workers: l
             lines += ["", f"Fast path against the FastAPI route, {INT8}, {c} client(s), same rounds: p50 "
                       f"{med(fast, 'p50'):.2f} against {med(route, 'p50'):.2f} ms, {med(fast, 'rps'):.1f} against "
                       f"{med(route, 'rps'):.1f} req/s ({med(fast, 'rps') / med(route, 'rps'):.2f}x)."]
-    lines += ["", "In process, the same texts, as the API loads each variant, in the main thread:", "",
+    lines += ["", "In process, the same texts, as the API loads each variant, in the main thread, measured in every "
+              "round right after the served targets (the servers idle), median (min-max) over rounds:", "",
               "| variant | predict p50 at batch 1, ms | batches of 32 as sent, texts/s | sorted by length, texts/s |",
               "| --- | --- | --- | --- |"]
+
+    def cell(m: dict[str, Any], key: str, fmt: str) -> str:
+        lo, hi = m[f"{key}_range"]
+        return f"{m[key]:{fmt}} ({lo:{fmt}}-{hi:{fmt}})"
+
     for v, m in local.items():
-        lines.append(f"| {v} | {m['p50']:.2f} | {m['batched_rps']:.1f} | {m['sorted_rps']:.1f} |")
+        lines.append(f"| {v} | {cell(m, 'p50', '.2f')} | {cell(m, 'batched_rps', '.1f')} | "
+                     f"{cell(m, 'sorted_rps', '.1f')} |")
     if soak:
         lines += ["", f"Long run, {INT8}, {soak['clients']:.0f} clients, {soak['seconds']:g} s (after the rounds, "
                   f"on the same server): {soak['requests']:.0f} requests, {soak['rps']:.1f} req/s, p50 "
@@ -341,7 +383,7 @@ def report(args: argparse.Namespace, family: str, clients: list[int], workers: l
         print(f"\nwrote the {label} section of {args.write_doc}")
 
 
-def targets(results: dict[tuple[str, int], list[dict[str, float]]], local: dict[str, dict[str, float]],
+def targets(results: dict[tuple[str, int], list[dict[str, float]]], local: dict[str, dict[str, Any]],
             clients: list[int], peer_name: str, soak: dict[str, float] | None = None) -> list[str]:
     out = []
 
