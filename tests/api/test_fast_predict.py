@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -16,27 +15,9 @@ from fastapi.testclient import TestClient
 import app.api.fast_predict as fast_module
 import app.api.routes.predict as route_module
 from app.main import create_app
-from slimbert.config import Settings
-from slimbert.store.manifest import Technique, VariantManifest
-from slimbert.store.store import VariantStore
+from tests.api.test_predict_serving import FAMILY, _publish, _settings
 
-FAMILY = "tiny-fast"
 TIMING = ("latency_ms", "total_ms", "model_ms", "tokenize_ms", "queue_ms")
-
-
-def _settings(tmp_path: Path, **kw: object) -> Settings:
-    return Settings(store_dir=tmp_path / "store", redis_url="redis://127.0.0.1:1/0", worker_ping_timeout_s=0.2,
-                    reaper_interval_s=0, _env_file=None, **kw)  # type: ignore[arg-type, call-arg]
-
-
-def _publish(settings: Settings, model_dir: Path) -> None:
-    store = VariantStore(settings.store_dir)
-    with store.staging(FAMILY, "baseline-fp32") as staged:
-        shutil.copytree(model_dir, staged, dirs_exist_ok=True)
-        store.publish(staged, VariantManifest(
-            family=FAMILY, variant="baseline-fp32", runtime="torch", precision="fp32", base_model_id="tiny",
-            technique=Technique(name="random-init"), labels={0: "negative", 1: "positive"},
-            num_parameters=1, num_layers=3, validation_accuracy=0.5))
 
 
 class Calls:
@@ -143,13 +124,13 @@ def test_a_body_in_several_chunks_is_read_whole(tmp_path: Path, tiny_model_dir: 
     app = create_app(settings)
     raw = json.dumps({"texts": ["a gorgeous , witty movie .", "dull"]}).encode()
     chunks = [raw[:5], raw[5:17], raw[17:]]
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
         chunk = chunks.pop(0)
         return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     async def go() -> None:
