@@ -11,6 +11,9 @@ from app.services.predict import predict as run_predict
 from app.services.predict import server_timing
 from app.serving.engine import EngineDep
 
+# With SLIMBERT_SERVE_FAST_PATH (the default) a valid request is answered by app/api/fast_predict.py before it
+# gets here, through the same run_predict; this route is what the OpenAPI document describes, and it answers
+# every request the fast path hands on (invalid ones, other content types, refused keys).
 router = APIRouter(tags=["predict"])
 _SERVER_TIMING = {"Server-Timing": {"description": "queue, tokenize, model and total durations in ms",
                                     "schema": {"type": "string"}}}
