@@ -142,8 +142,8 @@ def wrk(url: str, lua: Path, clients: int, seconds: float) -> dict[str, float]:
 
 class InProcess:
     """The predictor alone, in this (main) thread, on the same texts, loaded as the API loads it. It is
-    measured inside every round, between the served targets, so drift in the machine's speed (20% and more
-    here between runs) hits both sides of a comparison alike."""
+    measured inside every round, between the served targets, so drift in the machine's speed between runs
+    hits both sides of a comparison alike."""
 
     def __init__(self, store: VariantStore, family: str, variant: str, texts: list[str], threads: int) -> None:
         manifest = store.manifest(family, variant)
@@ -172,7 +172,10 @@ class InProcess:
         self.rounds["sorted_rps"].append(len(self.texts) / ordered.seconds)
 
     def measure(self, clients: int) -> None:
-        self.batch_one() if clients == 1 else self.batched()
+        if clients == 1:
+            self.batch_one()
+        else:
+            self.batched()
 
     def summary(self) -> dict[str, Any]:
         """Medians over rounds; a figure not measured in any round (no such client count) is measured now."""
@@ -304,7 +307,7 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(timeout=30)
     local = {v: ref.summary() for v, ref in local_runs.items()}
-    del local_runs
+    del local_runs  # their ONNX Runtime and torch thread pools must not idle beside the next measurement
     local[INT8].update(tokenize_where(store, family, INT8, texts, threads))
     env = describe_environment()
     report(args, family, clients, workers, results, local, env, cores, threads, load_before, soak)

@@ -18,7 +18,6 @@ errors through the app's own ``domain_error_response``.
 
 from __future__ import annotations
 
-import logging
 from urllib.parse import parse_qsl
 
 from pydantic import TypeAdapter, ValidationError
@@ -32,7 +31,6 @@ from app.services.predict import server_timing
 from slimbert.config import Settings
 from slimbert.errors import SlimBertError
 
-log = logging.getLogger(__name__)
 _NAME: TypeAdapter[str] = TypeAdapter(Name)
 _QUERY = ("family", "variant")
 

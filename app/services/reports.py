@@ -6,10 +6,10 @@ import logging
 from typing import Literal
 
 from slimbert.errors import NotFound
-from slimbert.records import BenchmarkRun, Showdown
+from slimbert.records import Showdown
 from slimbert.report.figures import CHARTS, chart
 from slimbert.report.render import to_csv, to_html, to_markdown
-from slimbert.report.showdown import autotune_summary, build_showdown, latest_benchmark_run
+from slimbert.report.showdown import autotune_summary, build_showdown, cpu_pick, latest_benchmark_run
 from slimbert.store.manifest import VariantManifest
 from slimbert.store.store import VariantStore
 
@@ -23,14 +23,8 @@ def cpu_recommendation(store: VariantStore, family: str, manifests: list[Variant
     raw = store.latest_report(family)
     if raw is None:
         return None
-    try:
-        run = BenchmarkRun.model_validate(raw)
-        if run.recommended_cpu is not None:
-            return run.recommended_cpu
-        return build_showdown(family, manifests, run).recommendations.cpu.variant
-    except Exception as exc:  # a malformed run must not take serving down: fall back to the order
-        log.warning("showdown of %s failed, using the fallback order: %s", family, exc)
-        return None
+    stored = raw.get("recommended_cpu")
+    return str(stored) if stored is not None else cpu_pick(family, manifests, raw)
 
 
 def showdown(store: VariantStore, family: str | None, batch_size: int, gate: float) -> Showdown:

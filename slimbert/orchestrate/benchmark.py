@@ -5,7 +5,6 @@ Celery tasks call these plain functions with a job id and JSON; both run through
 
 from __future__ import annotations
 
-import logging
 import uuid
 from typing import Any
 
@@ -14,12 +13,8 @@ from slimbert.config import Settings
 from slimbert.errors import NoWorkerForDevice, VariantNotFound
 from slimbert.jobs.lifecycle import JobResult, Run, run_job
 from slimbert.jobs.store import JobRecord, JobStore, open_job_store, utcnow
-from slimbert.records import BenchmarkRun
-from slimbert.report.showdown import build_showdown
+from slimbert.report.showdown import cpu_pick
 from slimbert.store.bucket import open_variant_store
-from slimbert.store.manifest import VariantManifest
-
-log = logging.getLogger(__name__)
 
 
 def new_run_id() -> str:
@@ -51,17 +46,6 @@ def execute_benchmark_device(settings: Settings, job_id: str, device: str, *, qu
     return measured
 
 
-def recommend_cpu(manifests: list[VariantManifest], report: dict[str, Any]) -> str | None:
-    """The showdown's CPU pick for a run about to be saved, stored with it so that serving never builds a
-    showdown; None when the run cannot make one (the showdown then shows why)."""
-    try:
-        run = BenchmarkRun.model_validate(report)
-        return build_showdown(run.family or "", manifests, run).recommendations.cpu.variant
-    except Exception as exc:  # a run that cannot be summarised is still stored: its measurements stand
-        log.warning("no CPU recommendation for run %s: %s", report.get("run_id"), exc)
-        return None
-
-
 def aggregate_benchmark(settings: Settings, job_id: str, results: list[dict[str, Any]], *, queue: str = "cpu",
                         worker: str = "unknown") -> dict[str, Any]:
     """Store the run (atomically, under a new run id) and close the job."""
@@ -75,7 +59,8 @@ def aggregate_benchmark(settings: Settings, job_id: str, results: list[dict[str,
         report: dict[str, Any] = {"run_id": run_id, "created_at": utcnow().isoformat(), "job_id": job_id,
                                   "family": spec.family, "spec": spec.model_dump(mode="json"), "devices": devices}
         store = open_variant_store(settings)
-        report["recommended_cpu"] = recommend_cpu(store.manifests(spec.family), report)
+        # Stored with the run, so that serving reads the pick instead of building a showdown.
+        report["recommended_cpu"] = cpu_pick(spec.family, store.manifests(spec.family), report)
         store.save_report(spec.family, run_id, report)
         errors = {d: r["error"] for d, r in devices.items() if "error" in r}
         if errors and len(errors) == len(results):

@@ -3,6 +3,7 @@ benchmark run, with ratios against the baseline, an accuracy gate and recommenda
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -28,8 +29,20 @@ from slimbert.report.pareto import pareto_frontier
 from slimbert.store.manifest import VariantManifest
 from slimbert.store.store import VariantStore
 
+log = logging.getLogger(__name__)
 DEVICES: tuple[Device, ...] = ("cpu", "gpu")
 NO_RUN = "no benchmark run yet: POST /jobs/benchmark"
+
+
+def cpu_pick(family: str, manifests: list[VariantManifest], raw_run: Mapping[str, Any]) -> str | None:
+    """The showdown's CPU recommendation (default batch size and gate) for a stored or about-to-be-stored
+    run; None when the run cannot make a showdown, logged, so neither a job nor serving fails on it."""
+    try:
+        run = BenchmarkRun.model_validate(raw_run)
+        return build_showdown(family, manifests, run).recommendations.cpu.variant
+    except Exception as exc:  # a malformed run must not fail the job that saves it or the serving path
+        log.warning("no CPU recommendation from run %s of %s: %s", raw_run.get("run_id"), family, exc)
+        return None
 
 
 def latest_benchmark_run(store: VariantStore, family: str) -> BenchmarkRun | None:

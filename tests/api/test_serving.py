@@ -278,7 +278,7 @@ def test_default_variant_follows_the_showdown_recommendation(tmp_path: Path, tin
 
 def test_the_pick_stored_with_a_run_is_served_without_building_a_showdown(
         tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import app.services.reports as reports
+    import slimbert.report.showdown as showdown_module
 
     def no_showdown(*_: Any, **__: Any) -> Any:
         raise AssertionError("the serving path built a showdown")
@@ -286,7 +286,7 @@ def test_the_pick_stored_with_a_run_is_served_without_building_a_showdown(
     settings = _settings(tmp_path)
     for name in ("baseline-fp32", "pruned-fp32", "small-fp32"):
         _publish(settings, tiny_model_dir, name, validation_accuracy=0.9)
-    monkeypatch.setattr(reports, "build_showdown", no_showdown)
+    monkeypatch.setattr(showdown_module, "build_showdown", no_showdown)
     with TestClient(create_app(settings)) as c:
         # Measurements alone would make pruned-fp32 the pick (and the fallback order too): the stored pick wins.
         run = _run({"baseline-fp32": (0.9, 10.0), "pruned-fp32": (0.9, 2.0), "small-fp32": (0.9, 4.0)})
