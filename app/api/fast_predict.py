@@ -1,11 +1,11 @@
 """``POST /predict`` as a plain ASGI handler in front of FastAPI: the route's own work, without the
 framework's per-request machinery, for the requests that are valid.
 
-Why: at one client on 2 cores a 4 ms INT8 forward pass was served in about 6 ms. The part of that
-which was FastAPI's (routing through every route, solving the dependency tree, parsing the body to
-Python objects and validating those, building a ``Response``) costs on every request, and more so
-while the compute thread owns the cores; ``benchmarks/bench_serving.py --fast-path-ab`` measures
-what this handler saves.
+Why: next to a few-millisecond INT8 forward pass, FastAPI's own per-request work (routing through
+every route, solving the dependency tree, parsing the body to Python objects and validating those,
+building a ``Response``) was a visible share of a served request, and more so while the compute
+thread owns the cores; ``benchmarks/bench_serving.py --fast-path-ab`` measures what this handler
+saves (docs/PERFORMANCE.md, Serving).
 
 The FastAPI route in ``app/api/routes/predict.py`` stays: it is what ``/openapi.json`` describes, and
 it answers every request this handler does not take. Anything this handler is not sure of (a content
